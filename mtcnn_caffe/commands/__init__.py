@@ -1,0 +1,1 @@
+"""Subcommands of ``mtcnn-caffe``: every public module here defines ``register(subparsers)``."""

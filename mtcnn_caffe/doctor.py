@@ -1,0 +1,83 @@
+"""Environment checks behind ``mtcnn-caffe doctor``: is this a working toolkit?"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+#: Caffe layers the toolkit relies on (Python data/loss layers and the SSD family).
+REQUIRED_LAYERS = ("Python", "PriorBox", "MultiBoxLoss", "DetectionOutput", "AnnotatedData", "Permute", "Normalize")
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_caffe() -> list[Check]:
+    """Caffe importable, and its layer registry has every layer in :data:`REQUIRED_LAYERS`."""
+    from .caffe_env import CaffeUnavailableError, import_caffe
+
+    try:
+        caffe = import_caffe()
+    except CaffeUnavailableError as exc:
+        return [Check("caffe", False, str(exc))]
+    layers = set(caffe.layer_type_list())
+    checks = [Check("caffe", True, f"version {caffe.__version__} from {os.path.dirname(caffe.__file__)}")]
+    for layer in REQUIRED_LAYERS:
+        checks.append(Check(f"caffe layer {layer}", layer in layers, "registered" if layer in layers else "missing"))
+    return checks
+
+
+def check_opencv() -> list[Check]:
+    """OpenCV importable and able to read Caffe models (OpenCV 5 dropped the importer)."""
+    try:
+        import cv2
+    except ImportError as exc:
+        return [Check("opencv", False, str(exc))]
+    has_importer = hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromCaffe")
+    return [
+        Check("opencv", True, f"version {cv2.__version__}"),
+        Check("opencv dnn readNetFromCaffe", has_importer, "available" if has_importer else "missing (needs opencv<5)"),
+    ]
+
+
+def check_lmdb() -> list[Check]:
+    """The lmdb binding can open and write an environment."""
+    import tempfile
+
+    try:
+        import lmdb
+    except ImportError as exc:
+        return [Check("lmdb", False, str(exc))]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = lmdb.open(tmp, map_size=1 << 20)
+        with env.begin(write=True) as txn:
+            txn.put(b"k", b"v")
+        with env.begin() as txn:
+            ok = txn.get(b"k") == b"v"
+        env.close()
+    return [Check("lmdb", ok, f"version {lmdb.version()} read/write {'ok' if ok else 'failed'}")]
+
+
+def blas_threads() -> Check:
+    """How many threads OpenBLAS (used by Caffe) will start; informational."""
+    value = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    detail = f"OPENBLAS_NUM_THREADS={value}" if value else f"default (all {os.cpu_count()} cores)"
+    return Check("blas threads", True, detail)
+
+
+def run_checks() -> list[Check]:
+    """All checks, in report order."""
+    return check_caffe() + check_opencv() + check_lmdb() + [blas_threads()]
+
+
+def format_report(checks: list[Check]) -> str:
+    """Human-readable report, one ``[ ok ]``/``[FAIL]`` line per check."""
+    lines = [f"[{' ok ' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in checks]
+    failed = sum(not c.ok for c in checks)
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)

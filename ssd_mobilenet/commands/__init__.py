@@ -1,0 +1,1 @@
+"""Subcommands of ``ssd-mobilenet``: every public module here defines ``register(subparsers)``."""
