@@ -1,0 +1,112 @@
+"""``eval wider|fddb|landmarks``: benchmark figures as the benchmarks' owners compute them.
+
+Argument parsing only; the evaluators live in :mod:`mtcnn_caffe.evaluation`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path("eval_results")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--strict``, shared with ``ssd-mobilenet eval``."""
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"folder for the JSON summary and the PNG plot (default: {DEFAULT_OUT})")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first bad input line instead of skipping and reporting it")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate detections: WIDER FACE AP, FDDB ROC, landmark NME",
+        description="Evaluate detector output with the official protocols. Each benchmark prints a one-line "
+                    "summary and writes <out>/<benchmark>.json and a PNG plot.")
+    parser.set_defaults(func=lambda args: _usage(parser))
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+
+    wider = benchmarks.add_parser(
+        "wider", help="WIDER FACE AP (easy/medium/hard)",
+        description="WIDER FACE AP with the official protocol (score normalisation, 1000 thresholds, IoU 0.5, "
+                    "ignored faces, VOC all-point AP). Prints 'easy A medium B hard C' (or 'all A' with a text "
+                    "ground truth).")
+    wider.add_argument("--pred", required=True, type=Path, help="predictions in the submission layout DIR/<event>/<name>.txt")
+    wider.add_argument("--gt", required=True, type=Path,
+                       help="folder with wider_face_val.mat + wider_{easy,medium,hard}_val.mat, or a "
+                            "wider_face_*_bbx_gt.txt (or a folder holding one): one setting 'all' = faces not invalid")
+    wider.add_argument("--subset", type=Path, help="list of images (event/name[.jpg] or name) to evaluate; restricts both sides")
+    add_common_options(wider)
+    wider.set_defaults(func=run_wider)
+
+    fddb = benchmarks.add_parser(
+        "fddb", help="FDDB discrete and continuous ROC",
+        description="FDDB ROC (Hungarian matching on rasterised ellipse/rectangle overlap). Prints the TPR at "
+                    "1000 and 2000 false positives.")
+    fddb.add_argument("--pred", required=True, type=Path, nargs="+",
+                      help="detection file(s) in FDDB format: name line, count line, 'x y w h score' lines")
+    fddb.add_argument("--folds", required=True, type=Path, help="folder with FDDB-fold-XX-ellipseList.txt")
+    fddb.add_argument("--fold", type=int, nargs="+", metavar="N", help="evaluate only these fold numbers (default: all found)")
+    fddb.add_argument("--images", type=Path,
+                      help="FDDB originalPics folder: clip regions to the image like the official program (optional)")
+    add_common_options(fddb)
+    fddb.set_defaults(func=run_fddb)
+
+    marks = benchmarks.add_parser(
+        "landmarks", help="5-point landmark NME, failure rate, CED",
+        description="Landmark error of 'detect --json' output: each annotated face is matched to the detection "
+                    "with the highest box IoU; NME normalised by the inter-ocular distance (or box size).")
+    marks.add_argument("--pred", required=True, type=Path, help="OUT.jsonl written by 'mtcnn-caffe detect --json'")
+    marks.add_argument("--gt", required=True, type=Path,
+                       help="5-point list (path l r t b x1 y1 .. x5 y5) or imglab XML with 68 points")
+    marks.add_argument("--images", required=True, type=Path, help="root folder the ground-truth image paths are relative to")
+    marks.add_argument("--normalise", choices=("inter-ocular", "box"), default="inter-ocular",
+                       help="divide errors by the inter-ocular distance (default) or sqrt(box w*h)")
+    marks.add_argument("--min-iou", type=float, default=0.3,
+                       help="a face whose best detection has a lower IoU counts as missed (default 0.3)")
+    add_common_options(marks)
+    marks.set_defaults(func=run_landmarks)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 1
+
+
+def report_and_exit(make_report) -> int:
+    """Run a report function; print its summary line (stdout), problems and files (stderr)."""
+    from ..annotations import AnnotationError
+    from ..evaluation import EvaluationError
+
+    try:
+        report = make_report()
+    except (EvaluationError, AnnotationError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in report.problems.summary_lines():
+        print(line, file=sys.stderr)
+    if report.problems.problems:
+        print(f"{len(report.problems.problems)} bad input item(s) skipped (see the JSON summary)", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in report.files)}", file=sys.stderr)
+    print(report.line)
+    return 0
+
+
+def run_wider(args: argparse.Namespace) -> int:
+    from ..evaluation.reports import wider_report
+
+    return report_and_exit(lambda: wider_report(args.pred, args.gt, args.out, args.subset, args.strict))
+
+
+def run_fddb(args: argparse.Namespace) -> int:
+    from ..evaluation.reports import fddb_report
+
+    return report_and_exit(lambda: fddb_report(args.pred, args.folds, args.out, args.fold, args.images, args.strict))
+
+
+def run_landmarks(args: argparse.Namespace) -> int:
+    from ..evaluation.reports import landmarks_report
+
+    return report_and_exit(lambda: landmarks_report(args.pred, args.gt, args.images, args.out, args.normalise,
+                                                    args.min_iou, args.strict))

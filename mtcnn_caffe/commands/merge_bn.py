@@ -1,0 +1,59 @@
+"""``merge-bn``: fold BatchNorm + Scale into the preceding convolutions, verified (see :mod:`mtcnn_caffe.merge_bn`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = (
+    "Fold BatchNorm (+ Scale) into the preceding Convolution / Deconvolution / InnerProduct of a deploy "
+    "model, write the folded prototxt + caffemodel, and verify that both nets give the same outputs. "
+    "Exit status: 0 written and verified, 1 verification above tolerance (nothing written), 2 input refused."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The merge-bn options (shared by ``mtcnn-caffe``, ``ssd-mobilenet`` and ``scripts/merge_bn.py``)."""
+    from ..merge_bn import DEFAULT_IMAGE_SCALE, DEFAULT_TOLERANCE
+
+    p.add_argument("--model", required=True, help="deploy prototxt (with BatchNorm/Scale layers)")
+    p.add_argument("--weights", required=True, help="its .caffemodel")
+    p.add_argument("--out-model", help="folded prototxt (default: <model stem>_nobn.prototxt beside the model)")
+    p.add_argument("--out-weights",
+                   help="folded caffemodel (default: <weights stem>_nobn.caffemodel beside the weights)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="also verify on this photo (repeatable); resized to the net input, (pixel - mean) * scale")
+    p.add_argument("--image-mean", default="127.5", metavar="M[,M,M]",
+                   help="per-channel (BGR) mean subtracted from --image pixels (default 127.5)")
+    p.add_argument("--image-scale", type=float, default=DEFAULT_IMAGE_SCALE,
+                   help=f"factor applied after the mean (default {DEFAULT_IMAGE_SCALE})")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"largest allowed max|before - after| / max|before| per blob (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--runs", type=int, default=5, help="timed forwards of each net for the speed ratio (default 5)")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="list every fold and show Caffe's own log")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("merge-bn", help="fold BatchNorm + Scale into convolutions (verified)",
+                              description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..caffe_env import set_caffe_verbosity
+    from ..merge_bn import MergeBNError, format_report, merge_bn
+
+    verbose = bool(getattr(args, "verbose", False))
+    set_caffe_verbosity(verbose)
+    try:
+        mean = [float(v) for v in str(args.image_mean).split(",")]
+        result = merge_bn(args.model, args.weights, args.out_model, args.out_weights, images=args.image,
+                          tolerance=args.tolerance, timing_runs=args.runs, image_mean=mean,
+                          image_scale=args.image_scale, progress=sys.stderr.isatty())
+    except ValueError as exc:  # MergeBNError, or a malformed --image-mean
+        prefix = "" if isinstance(exc, MergeBNError) else "bad argument: "
+        print(f"merge-bn: error: {prefix}{exc}", file=sys.stderr)
+        return 2
+    print(format_report(result, verbose=verbose))
+    return 0 if result.written else 1

@@ -1,0 +1,109 @@
+"""File-to-report entry points of the evaluators (what the ``eval`` commands call).
+
+Each function reads its inputs, evaluates, writes ``<out>/<benchmark>.json`` and
+a PNG plot atomically, and returns a :class:`Report` with the one-line summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .common import ProblemLog
+from .outputs import write_json_atomic
+
+
+@dataclass
+class Report:
+    line: str
+    summary: dict
+    files: list[Path] = field(default_factory=list)
+    problems: ProblemLog = field(default_factory=ProblemLog)
+
+
+def _finish(out_dir: Path, name: str, inputs: dict, result_dict: dict, problems: ProblemLog, line: str,
+            plot_files: list[Path]) -> Report:
+    summary = {"benchmark": name, "summary": line, "inputs": inputs, **result_dict, **problems.as_dict()}
+    json_path = write_json_atomic(out_dir / f"{name}.json", summary)
+    return Report(line, summary, [json_path, *plot_files], problems)
+
+
+def wider_report(pred_dir: str | Path, gt: str | Path, out_dir: str | Path, subset: str | Path | None = None,
+                 strict: bool = False) -> Report:
+    """WIDER FACE AP per setting; plot ``wider_pr.png``."""
+    from .plots import plot_pr_curves
+    from .wider import evaluate_wider, load_wider_ground_truth, read_subset, read_wider_predictions
+
+    problems, out_dir = ProblemLog(strict), Path(out_dir)
+    ground_truth = load_wider_ground_truth(gt, problems)
+    outside = None
+    if subset is not None:
+        keys = read_subset(subset, ground_truth, problems)
+        outside = {im.key for im in ground_truth.images} - keys
+        ground_truth = ground_truth.restrict(keys)
+    predictions = read_wider_predictions(pred_dir, ground_truth, problems, outside)
+    if predictions.outside_subset:
+        problems.note(f"{predictions.outside_subset} prediction file(s) outside --subset were not evaluated")
+    result = evaluate_wider(ground_truth, predictions.boxes, problems)
+    plot = plot_pr_curves({n: (r.recall, r.precision, r.ap) for n, r in result.settings.items()},
+                          out_dir / "wider_pr.png", f"WIDER FACE ({Path(ground_truth.source).name})")
+    inputs = {"pred": str(pred_dir), "gt": ground_truth.source, "subset": str(subset) if subset else None,
+              "prediction_files_missing": len(predictions.missing)}
+    return _finish(out_dir, "wider", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+
+
+def fddb_report(pred_files: Iterable[str | Path], folds_dir: str | Path, out_dir: str | Path,
+                folds: Iterable[int] | None = None, images_dir: str | Path | None = None,
+                strict: bool = False) -> Report:
+    """FDDB discrete/continuous ROC; plot ``fddb_roc.png``."""
+    from .fddb import FP_MARKS, evaluate_fddb, read_fddb_detections, read_fddb_folds, read_image_sizes
+    from .plots import plot_roc
+
+    problems, out_dir = ProblemLog(strict), Path(out_dir)
+    pred_files = [Path(p) for p in pred_files]
+    ground_truth = read_fddb_folds(folds_dir, folds, problems)
+    detections = read_fddb_detections(pred_files, ground_truth, problems)
+    missing = [n for n in ground_truth if n not in detections]
+    if missing:
+        problems.note(f"{len(missing)} FDDB image(s) have no detection block (counted as no detections), e.g. {missing[0]!r}")
+    sizes = read_image_sizes(images_dir, ground_truth, problems) if images_dir else None
+    result = evaluate_fddb(ground_truth, detections, sizes)
+    plot = plot_roc({"discrete": (result.false_positives, result.tpr_discrete),
+                     "continuous": (result.false_positives, result.tpr_continuous)},
+                    out_dir / "fddb_roc.png", f"FDDB ROC ({result.images} images, {result.faces} faces)", FP_MARKS)
+    inputs = {"pred": [str(p) for p in pred_files], "folds": str(folds_dir),
+              "fold_numbers": list(folds) if folds else "all", "images": str(images_dir) if images_dir else None}
+    return _finish(out_dir, "fddb", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+
+
+def landmarks_report(pred_jsonl: str | Path, gt: str | Path, images_root: str | Path, out_dir: str | Path,
+                     normalise: str = "inter-ocular", min_iou: float = 0.3, strict: bool = False) -> Report:
+    """Landmark NME / failure rate / CED; plot ``landmarks_ced.png``."""
+    from .landmarks import (FAILURE_THRESHOLD, ced_curve, evaluate_landmarks, load_landmark_ground_truth,
+                            read_detections_jsonl)
+    from .plots import plot_ced
+
+    problems, out_dir = ProblemLog(strict), Path(out_dir)
+    ground_truth = load_landmark_ground_truth(gt, problems)
+    records = read_detections_jsonl(pred_jsonl, problems)
+    result = evaluate_landmarks(records, ground_truth, images_root, problems, normalise, min_iou)
+    x, fraction = ced_curve(result.nme)
+    plot = plot_ced(x, fraction, out_dir / "landmarks_ced.png", f"5-point landmarks ({len(result.nme)} faces)",
+                    f"NME {result.mean_nme:.4f} ({normalise})", FAILURE_THRESHOLD)
+    inputs = {"pred": str(pred_jsonl), "gt": str(gt), "images": str(images_root), "min_iou": min_iou}
+    return _finish(out_dir, "landmarks", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+
+
+def voc_report(pred_dir: str | Path, voc_root: str | Path, image_set: str, out_dir: str | Path,
+               labels: str | Path | None = None, strict: bool = False) -> Report:
+    """Pascal VOC mAP (VOC07 11-point and all-point); plot ``voc_pr.png``."""
+    from .plots import plot_pr_curves
+    from .voc import evaluate_voc, read_class_names
+
+    problems, out_dir = ProblemLog(strict), Path(out_dir)
+    classes = read_class_names(labels, voc_root)
+    result = evaluate_voc(pred_dir, voc_root, image_set, classes, problems)
+    curves = {c: (r.recall, r.precision, r.ap_all) for c, r in result.classes.items() if r.positives}
+    plot = plot_pr_curves(curves, out_dir / "voc_pr.png", f"VOC {image_set}: all-point AP per class")
+    inputs = {"pred": str(pred_dir), "voc": str(voc_root), "set": image_set, "classes": classes}
+    return _finish(out_dir, "voc", inputs, result.as_dict(), problems, result.summary_line(), [plot])

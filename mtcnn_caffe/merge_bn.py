@@ -1,0 +1,988 @@
+"""Fold BatchNorm (+ Scale) into the preceding Convolution / Deconvolution / InnerProduct.
+
+In a deploy net Caffe's ``BatchNorm`` computes, for each channel ``c`` of axis 1::
+
+    y = (x - m_c * s) / sqrt(v_c * s + eps),   s = 1 / f   (s = 0 when f == 0)
+
+from its three blobs: the running sums of the mean ``m`` and of the variance ``v``
+and the moving-average factor ``f``; ``eps`` comes from ``batch_norm_param``
+(default 1e-5). A following ``Scale`` computes ``gamma_c * y (+ beta_c)``. When
+``x = W * input + b`` comes from a layer that is linear per output channel, the
+two layers collapse exactly into that layer::
+
+    a_c = gamma_c / sqrt(v_c * s + eps)
+    W'  = W * a_c   (along the weights' output-channel axis)
+    b'  = (b_c - m_c * s) * a_c + beta_c
+
+The fold is applied only where it is exact: the BatchNorm reads the output of a
+Convolution (grouped / depthwise included), Deconvolution or InnerProduct, and
+nothing else reads that output. Every other BatchNorm stays in the net and is
+reported with its reason; patterns that make the deploy net itself suspect
+(``use_global_stats: false``, a Scale over other axes) are refused with
+:class:`MergeBNError`. :func:`merge_bn` also runs both nets on the same inputs
+(:func:`verify_nets`) and reports the differences of every output blob.
+
+Weights are handled as protobuf messages (``caffe.proto.caffe_pb2``) and checked
+against the prototxt in Python first, so a mismatch gives an error naming the
+layer instead of a Caffe ``CHECK`` abort. Folding is computed in float64 and
+stored as float32. Outputs are written atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+#: Layers whose output is linear per output channel, hence able to absorb a BatchNorm.
+FOLDABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
+#: Layer types that only exist in train/test nets (data sources, losses, metrics).
+DATA_LAYER_TYPES = frozenset(
+    {"Data", "AnnotatedData", "ImageData", "HDF5Data", "WindowData", "MemoryData", "VideoData"}
+)
+METRIC_LAYER_TYPES = frozenset({"Accuracy", "DetectionEvaluate"})
+DEFAULT_TOLERANCE = 1e-4
+NOBN_SUFFIX = "_nobn"
+#: Default image preprocessing for ``--image`` (MobileNet-SSD's): ``(pixel - mean) * scale``.
+DEFAULT_IMAGE_MEAN = (127.5, 127.5, 127.5)
+DEFAULT_IMAGE_SCALE = 0.007843
+
+Version = tuple[int, int]  # (index of the producing layer or -1 for a net input, top / input index)
+
+
+class MergeBNError(ValueError):
+    """The model was refused; the message names the file and layer and says how to proceed."""
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Fold:
+    """One BatchNorm (and maybe its Scale) folded into ``layer``."""
+
+    layer: str
+    layer_type: str
+    batch_norm: str
+    scale: str | None
+    top: str  # the blob the folded layer writes afterwards
+
+
+@dataclass(frozen=True)
+class LeftInPlace:
+    """A BatchNorm or Scale kept in the folded net, and why."""
+
+    layer: str
+    reason: str
+
+
+@dataclass
+class FoldPlan:
+    folds: list[Fold] = field(default_factory=list)
+    left_in_place: list[LeftInPlace] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BlobDiff:
+    """Largest difference of one blob between the original and the folded net for one input."""
+
+    input_name: str
+    blob: str
+    is_output: bool
+    max_abs: float
+    max_rel: float  # max |a - b| / max |a| over the blob
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+
+    @property
+    def same_shape(self) -> bool:
+        return self.shape_before == self.shape_after
+
+
+@dataclass
+class Verification:
+    """Both nets run on the same inputs: differences, tolerance and forward times."""
+
+    diffs: list[BlobDiff]
+    tolerance: float
+    inputs: list[str]
+    seconds_before: float | None = None
+    seconds_after: float | None = None
+
+    def failures(self) -> list[BlobDiff]:
+        return [d for d in self.diffs if not d.same_shape or not d.max_rel <= self.tolerance]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures()
+
+    @property
+    def speedup(self) -> float | None:
+        if not self.seconds_before or not self.seconds_after:
+            return None
+        return self.seconds_before / self.seconds_after
+
+
+@dataclass
+class MergeResult:
+    model: Path
+    weights: Path
+    out_model: Path
+    out_weights: Path
+    plan: FoldPlan
+    layers_before: int
+    layers_after: int
+    verification: Verification | None
+    written: bool
+
+
+# --------------------------------------------------------------------------- protobuf I/O
+def _caffe_pb2() -> Any:
+    from .caffe_env import import_caffe
+
+    import_caffe()
+    from caffe.proto import caffe_pb2  # noqa: WPS433 (after the quiet Caffe import)
+
+    return caffe_pb2
+
+
+def read_prototxt(path: str | Path) -> Any:
+    """Parse a text prototxt into a ``NetParameter``; a parse error names the file and line."""
+    from google.protobuf import text_format
+
+    path = Path(path)
+    raw = _read_file(path, "prototxt")
+    if b"\x00" in raw[:4096]:
+        raise MergeBNError(f"{path}: this is a binary file (a .caffemodel?), not a text prototxt; "
+                           "pass the network description as the model and the .caffemodel as the weights")
+    text = raw.decode("utf-8", errors="replace")
+    net = _caffe_pb2().NetParameter()
+    try:
+        text_format.Merge(text, net)
+    except text_format.ParseError as exc:
+        signs = _train_test_signs_in_text(text)
+        if signs:  # say the real problem first: train/test nets often use fields this Caffe lacks
+            raise MergeBNError(_train_test_message(path, signs) + f" (This file does not parse here either: {exc})") from exc
+        raise MergeBNError(f"{path}: not a valid Caffe prototxt: {exc}") from exc
+    return net
+
+
+def read_caffemodel(path: str | Path) -> Any:
+    """Parse a binary ``.caffemodel`` into a ``NetParameter``."""
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    raw = _read_file(path, "weights")
+    net = _caffe_pb2().NetParameter()
+    try:
+        net.ParseFromString(raw)
+    except DecodeError as exc:
+        hint = " (it looks like a text prototxt)" if raw[:200].lstrip().startswith((b"name", b"layer", b"input")) else ""
+        raise MergeBNError(f"{path}: not a binary Caffe .caffemodel{hint}: {exc}") from exc
+    if not len(net.layer) and not len(net.layers):
+        raise MergeBNError(f"{path}: no layers in this weights file (empty or not a .caffemodel)")
+    return net
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise MergeBNError(f"{what} file not found: {path}")
+    return path.read_bytes()
+
+
+def weights_by_layer(weights_net: Any) -> dict[str, list[Any]]:
+    """Layer name -> its ``BlobProto`` list (new-style ``layer`` and legacy V1 ``layers``).
+
+    When a name repeats, the last one wins, as in Caffe's ``CopyTrainedLayersFrom``.
+    """
+    found: dict[str, list[Any]] = {}
+    for layer in list(weights_net.layers) + list(weights_net.layer):
+        found[layer.name] = list(layer.blobs)
+    return found
+
+
+def blob_shape(blob: Any) -> tuple[int, ...]:
+    """Shape stored in a ``BlobProto`` (legacy num/channels/height/width when present, as Caffe reads it)."""
+    if _is_legacy_blob(blob):
+        return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width))
+    return tuple(int(d) for d in blob.shape.dim)
+
+
+def _is_legacy_blob(blob: Any) -> bool:
+    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
+def blob_to_array(blob: Any) -> np.ndarray:
+    """The data of a ``BlobProto`` as a float64 array of its stored shape."""
+    values = np.array(blob.double_data, dtype=np.float64) if len(blob.double_data) else np.array(blob.data, np.float64)
+    shape = blob_shape(blob)
+    if values.size != math.prod(shape):
+        raise ValueError(f"blob holds {values.size} values for shape {shape}")
+    return values.reshape(shape)
+
+
+def array_to_blob(array: np.ndarray, like: Any | None = None) -> Any:
+    """A float32 ``BlobProto`` holding ``array``, with the same shape style (legacy or not) as ``like``."""
+    blob = _caffe_pb2().BlobProto()
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    if like is not None and _is_legacy_blob(like):
+        blob.num, blob.channels, blob.height, blob.width = blob_shape(like)
+    else:
+        blob.shape.dim.extend(int(d) for d in data.shape)
+    blob.data.extend(data.ravel().tolist())
+    return blob
+
+
+def caffe_shape_equals(net_shape: Sequence[int], blob: Any) -> bool:
+    """Caffe's ``Blob::ShapeEquals``: legacy blobs compare right-aligned, padded with 1s to 4-D."""
+    net_shape = tuple(int(d) for d in net_shape)
+    if _is_legacy_blob(blob):
+        return len(net_shape) <= 4 and (1,) * (4 - len(net_shape)) + net_shape == blob_shape(blob)
+    return net_shape == blob_shape(blob)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def net_to_text(net: Any) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(net)
+
+
+# --------------------------------------------------------------------------- deploy-net checks
+def _input_names(net: Any) -> list[str]:
+    names = list(net.input)
+    for layer in net.layer:
+        if layer.type == "Input":
+            names.extend(layer.top)
+    return names
+
+
+def _train_test_signs(net: Any) -> list[str]:
+    """Layers that only belong in a train/test net, described for an error message."""
+    signs = []
+    for layer in net.layer:
+        kind = None
+        if layer.type in DATA_LAYER_TYPES or (layer.type == "Python" and not len(layer.bottom)):
+            kind = "data layer"
+        elif layer.type.endswith("Loss") or layer.type in METRIC_LAYER_TYPES or any(w != 0 for w in layer.loss_weight):
+            kind = "loss/metric layer"
+        elif (any(rule.HasField("phase") and rule.phase == 0 for rule in layer.include)  # 0 == TRAIN, 1 == TEST
+              or any(rule.HasField("phase") and rule.phase == 1 for rule in layer.exclude)):
+            kind = "TRAIN-phase layer"
+        if kind:
+            signs.append(f"{kind} '{layer.name}' ({layer.type})")
+    return signs
+
+
+def _train_test_signs_in_text(text: str) -> list[str]:
+    """The same signs as :func:`_train_test_signs`, found in prototxt text that does not parse."""
+    import re
+
+    signs = []
+    for kind in re.findall(r'\btype:\s*"(\w+)"', text):
+        if kind in DATA_LAYER_TYPES:
+            signs.append(f"data layer type {kind}")
+        elif kind.endswith("Loss") or kind in METRIC_LAYER_TYPES:
+            signs.append(f"loss/metric layer type {kind}")
+    return list(dict.fromkeys(signs))
+
+
+def _train_test_message(path: str | Path, signs: list[str]) -> str:
+    shown = ", ".join(signs[:4]) + (f" and {len(signs) - 4} more" if len(signs) > 4 else "")
+    return (f"{path}: this is a train/test network, not a deploy network ({shown}). "
+            "merge_bn needs the deploy prototxt that goes with these weights: the same layers, with the "
+            "input declared by an Input layer or an 'input:' + 'input_shape' header and no data or loss "
+            "layers. The .caffemodel trained with the train/test net works with it unchanged (Caffe matches "
+            "weights by layer name); pass that deploy prototxt with --model.")
+
+
+def check_deploy_net(net: Any, path: str | Path) -> None:
+    """Refuse nets merge_bn cannot treat as a deploy net, saying what to pass instead."""
+    if len(net.layers):
+        raise MergeBNError(
+            f"{path}: uses the legacy V1 'layers {{ }}' format; upgrade it to 'layer {{ }}' first "
+            "(Caffe's upgrade_net_proto_text tool, or load and re-save it with a current Caffe)")
+    signs = _train_test_signs(net)
+    if signs:
+        raise MergeBNError(_train_test_message(path, signs))
+    if not _input_names(net):
+        raise MergeBNError(f"{path}: declares no network input (no Input layer, no 'input:' header); "
+                           "merge_bn needs a deploy prototxt")
+
+
+# --------------------------------------------------------------------------- dataflow
+def _dataflow(net: Any, path: str | Path) -> tuple[list[list[Version]], dict[Version, list[int]]]:
+    """Which version of a blob each bottom reads, and which layers read each version.
+
+    In-place layers (``bottom == top``) make one blob name hold several successive
+    values; a version is the value written by one (layer, top) pair.
+    """
+    current: dict[str, Version] = {name: (-1, k) for k, name in enumerate(net.input)}
+    reads: list[list[Version]] = []
+    readers: dict[Version, list[int]] = defaultdict(list)
+    for i, layer in enumerate(net.layer):
+        versions = []
+        for bottom in layer.bottom:
+            if bottom not in current:
+                raise MergeBNError(f"{path}: layer '{layer.name}' reads blob '{bottom}', "
+                                   "which no earlier layer or input produces")
+            versions.append(current[bottom])
+            readers[current[bottom]].append(i)
+        reads.append(versions)
+        for k, top in enumerate(layer.top):
+            current[top] = (i, k)
+    return reads, readers
+
+
+def _channel_axis(layer: Any) -> int:
+    if layer.type == "InnerProduct":
+        return int(layer.inner_product_param.axis)
+    return int(layer.convolution_param.axis)
+
+
+def _shares_params(layer: Any) -> str | None:
+    named = [p.name for p in layer.param if p.name]
+    return named[0] if named else None
+
+
+def _why_not_foldable(net: Any, i_bn: int, reads: list[list[Version]], readers: dict[Version, list[int]]) -> str | None:
+    """Reason why BatchNorm number ``i_bn`` cannot absorb into its producer, or None if it can."""
+    layers = net.layer
+    bn = layers[i_bn]
+    if len(bn.bottom) != 1 or len(bn.top) != 1:
+        return "it does not have exactly one bottom and one top"
+    producer, _ = version = reads[i_bn][0]
+    if producer < 0 or layers[producer].type == "Input":
+        return f"its input '{bn.bottom[0]}' is a network input, not the output of a Convolution/Deconvolution/InnerProduct"
+    conv = layers[producer]
+    if conv.type not in FOLDABLE_TYPES:
+        return (f"its input '{bn.bottom[0]}' comes from '{conv.name}' ({conv.type}), "
+                "not from a Convolution, Deconvolution or InnerProduct")
+    others = [layers[j].name for j in readers[version] if j != i_bn]
+    if others:
+        return (f"the output of '{conv.name}' is also read by {', '.join(repr(n) for n in others)}; "
+                "folding would change what those layers see")
+    if len(conv.top) != 1:
+        return f"'{conv.name}' has several bottom/top pairs sharing its weights"
+    if _channel_axis(conv) != 1:
+        return f"'{conv.name}' uses axis: {_channel_axis(conv)} but BatchNorm normalises axis 1"
+    shared = _shares_params(conv)
+    if shared:
+        return f"'{conv.name}' shares its parameters ('{shared}') with other layers"
+    return None
+
+
+def _scale_to_fold(net: Any, i_bn: int, readers: dict[Version, list[int]], path: str | Path,
+                   problems: list[str], notes: list[LeftInPlace]) -> int | None:
+    """Index of the Scale that can fold together with BatchNorm ``i_bn``, if any."""
+    layers = net.layer
+    bn = layers[i_bn]
+    after = readers[(i_bn, 0)]
+    if len(after) != 1 or layers[after[0]].type != "Scale":
+        return None
+    i_scale = after[0]
+    scale = layers[i_scale]
+    if len(scale.bottom) != 1:
+        notes.append(LeftInPlace(scale.name, "it takes its factors from a second input blob; "
+                                 f"only BatchNorm '{bn.name}' was folded"))
+        return None
+    param = scale.scale_param
+    if param.axis != 1 or param.num_axes != 1:
+        problems.append(
+            f"{path}: Scale '{scale.name}' after BatchNorm '{bn.name}' has axis: {param.axis}, num_axes: "
+            f"{param.num_axes}; merge_bn folds only a per-channel Scale (axis: 1, num_axes: 1, the defaults). "
+            "Remove these settings from the prototxt if they are redundant, otherwise this net cannot be folded")
+        return None
+    shared = _shares_params(scale)
+    if shared:
+        notes.append(LeftInPlace(scale.name, f"it shares its parameters ('{shared}') with other layers; "
+                                 f"only BatchNorm '{bn.name}' was folded"))
+        return None
+    return i_scale
+
+
+def _blob_name_reused(net: Any, first: int, last: int, chain: set[int], name: str) -> str | None:
+    """A layer strictly between ``first`` and ``last`` (not in the chain) that uses blob ``name``."""
+    for j in range(first + 1, last):
+        layer = net.layer[j]
+        if j not in chain and (name in layer.bottom or name in layer.top):
+            return layer.name
+    return None
+
+
+def plan_folds(net: Any, path: str | Path = "<net>") -> FoldPlan:
+    """Find every exact Convolution/Deconvolution/InnerProduct -> BatchNorm [-> Scale] chain.
+
+    Raises :class:`MergeBNError` listing every refused pattern (BatchNorm with
+    ``use_global_stats: false``, a foldable BatchNorm followed by a Scale over other axes).
+    """
+    reads, readers = _dataflow(net, path)
+    plan = FoldPlan()
+    problems: list[str] = []
+    layers = net.layer
+    for i, bn in enumerate(layers):
+        if bn.type != "BatchNorm":
+            continue
+        param = bn.batch_norm_param
+        if param.HasField("use_global_stats") and not param.use_global_stats:
+            problems.append(
+                f"{path}: BatchNorm '{bn.name}' has use_global_stats: false (training mode): it normalises "
+                "with the statistics of each input batch, so it is not a fixed per-channel affine map and "
+                "cannot be folded. Deploy nets use the stored statistics: delete that line (Caffe then uses "
+                "them in the TEST phase) and run merge_bn again")
+            continue
+        reason = _why_not_foldable(net, i, reads, readers)
+        if reason:
+            plan.left_in_place.append(LeftInPlace(bn.name, reason))
+            continue
+        notes: list[LeftInPlace] = []
+        i_scale = _scale_to_fold(net, i, readers, path, problems, notes)
+        i_conv = reads[i][0][0]
+        conv = layers[i_conv]
+        last = i_scale if i_scale is not None else i
+        top = layers[last].top[0]
+        if top != conv.top[0]:
+            clash = _blob_name_reused(net, i_conv, last, {i_conv, i, last}, top)
+            if clash or top in conv.bottom:
+                where = f"'{clash}'" if clash else f"'{conv.name}' itself as its input"
+                plan.left_in_place.append(LeftInPlace(
+                    bn.name, f"its output blob '{top}' is also used by {where}; renaming it would be ambiguous"))
+                continue
+        plan.left_in_place.extend(notes)
+        scale_name = layers[i_scale].name if i_scale is not None else None
+        plan.folds.append(Fold(conv.name, conv.type, bn.name, scale_name, top))
+    if problems:
+        raise MergeBNError("\n".join(problems))
+    return plan
+
+
+# --------------------------------------------------------------------------- weight checks
+def expected_blob_count(layer: Any) -> int | None:
+    """Number of learned blobs Caffe creates for ``layer``, or None for types checked only by Caffe's shapes."""
+    kind = layer.type
+    if kind in ("Convolution", "Deconvolution"):
+        return 1 + int(layer.convolution_param.bias_term)
+    if kind == "InnerProduct":
+        return 1 + int(layer.inner_product_param.bias_term)
+    if kind == "BatchNorm":
+        return 3
+    if kind == "Scale":
+        return int(len(layer.bottom) == 1) + int(layer.scale_param.bias_term)
+    if kind == "Bias":
+        return int(len(layer.bottom) == 1)
+    if kind in ("PReLU", "Normalize"):
+        return 1
+    if kind in ("ReLU", "ReLU6", "Pooling", "Concat", "Eltwise", "Softmax", "Flatten", "Reshape", "Permute",
+                "PriorBox", "DetectionOutput", "Input", "Dropout", "Sigmoid", "TanH", "Split", "Slice", "Crop",
+                "LRN", "Power", "Upsample", "Interp", "ArgMax"):
+        return 0
+    return None
+
+
+def _mismatch_hint(layer: Any, expected: int, found: int) -> str:
+    if layer.type in ("Convolution", "Deconvolution", "InnerProduct") and abs(expected - found) == 1:
+        field_name = "convolution_param" if layer.type != "InnerProduct" else "inner_product_param"
+        has_bias = expected == 2
+        return (f" (the prototxt says {field_name} bias_term: {str(has_bias).lower()}, the weights "
+                f"{'have no' if has_bias else 'have a'} bias)")
+    if layer.type == "Scale" and abs(expected - found) == 1:
+        return " (check scale_param bias_term)"
+    return ""
+
+
+def check_weights(net: Any, weights: dict[str, list[Any]], model_path: str | Path, weights_path: str | Path,
+                  plan: FoldPlan | None = None) -> None:
+    """Check in Python that ``weights`` belong to ``net``: every learned layer present, blob counts right,
+    and the shapes the fold relies on consistent. Raises :class:`MergeBNError` listing the problems."""
+    where = f"{weights_path} vs {model_path}"
+    problems = []
+    for layer in net.layer:
+        expected = expected_blob_count(layer)
+        blobs = weights.get(layer.name)
+        if expected and not blobs:
+            problems.append(f"layer '{layer.name}' ({layer.type}) has no weights in the .caffemodel "
+                            "(renamed layer, or weights of another network?)")
+        elif blobs is not None and expected is not None and len(blobs) != expected:
+            problems.append(f"layer '{layer.name}' ({layer.type}): the prototxt expects {expected} blob(s), the "
+                            f".caffemodel has {len(blobs)}{_mismatch_hint(layer, expected, len(blobs))}")
+        for k, blob in enumerate(blobs or ()):
+            stored = len(blob.double_data) or len(blob.data)
+            if stored != math.prod(blob_shape(blob)):
+                problems.append(f"layer '{layer.name}' blob {k}: {stored} values for shape {blob_shape(blob)}")
+    if not problems and plan is not None:
+        by_name = {layer.name: layer for layer in net.layer}
+        for fold in plan.folds:
+            problems.extend(_fold_shape_problems(fold, by_name, weights))
+    if problems:
+        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+        raise MergeBNError(f"{where}: the weights do not match the prototxt:\n  " + "\n  ".join(shown))
+
+
+def _output_channels(layer: Any) -> int:
+    if layer.type == "InnerProduct":
+        return int(layer.inner_product_param.num_output)
+    return int(layer.convolution_param.num_output)
+
+
+def _weight_output_channels(layer: Any, shape: tuple[int, ...]) -> int | None:
+    """Output channels implied by a weight blob's shape (None if the shape cannot be read that way)."""
+    if layer.type == "Convolution":
+        return shape[0] if len(shape) >= 3 else None
+    if layer.type == "Deconvolution":
+        return shape[1] * max(int(layer.convolution_param.group), 1) if len(shape) >= 3 else None
+    dims = [d for d in shape]
+    while len(dims) > 2 and dims[0] == 1:  # legacy (1, 1, out, in)
+        dims.pop(0)
+    if len(dims) != 2:
+        return None
+    return dims[1] if layer.inner_product_param.transpose else dims[0]
+
+
+def _fold_shape_problems(fold: Fold, by_name: dict[str, Any], weights: dict[str, list[Any]]) -> list[str]:
+    conv = by_name[fold.layer]
+    channels = _output_channels(conv)
+    problems = []
+    shape = blob_shape(weights[fold.layer][0])
+    if _weight_output_channels(conv, shape) != channels:
+        problems.append(f"layer '{fold.layer}' ({conv.type}): num_output {channels} but weight blob shape {shape}")
+    if len(weights[fold.layer]) > 1 and math.prod(blob_shape(weights[fold.layer][1])) != channels:
+        problems.append(f"layer '{fold.layer}': bias blob shape {blob_shape(weights[fold.layer][1])}, "
+                        f"num_output {channels}")
+    mean, var, factor = (math.prod(blob_shape(b)) for b in weights[fold.batch_norm])
+    if (mean, var, factor) != (channels, channels, 1):
+        problems.append(f"BatchNorm '{fold.batch_norm}': blobs hold {mean}, {var}, {factor} values; "
+                        f"expected {channels}, {channels}, 1 for the {channels} channels of '{fold.layer}'")
+    if fold.scale:
+        sizes = [math.prod(blob_shape(b)) for b in weights[fold.scale]]
+        if any(s != channels for s in sizes):
+            problems.append(f"Scale '{fold.scale}': blobs hold {sizes} values; expected {channels} each")
+    return problems
+
+
+# --------------------------------------------------------------------------- folding math
+def batch_norm_affine(mean: np.ndarray, variance: np.ndarray, factor: float, eps: float,
+                      gamma: np.ndarray | None = None, beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(a, c)`` with ``Scale(BatchNorm(x)) == a * x + c`` as Caffe computes it in TEST phase.
+
+    ``mean``/``variance`` are BatchNorm's stored sums, divided by the moving-average
+    ``factor`` (a factor of 0 means no statistics: mean and variance 0, as in Caffe).
+    """
+    mean = np.asarray(mean, np.float64).ravel()
+    variance = np.asarray(variance, np.float64).ravel()
+    inv = 0.0 if float(factor) == 0 else 1.0 / float(factor)
+    denom = variance * inv + float(eps)
+    if np.any(~(denom > 0)):
+        raise ValueError(f"variance / factor + eps is not positive for channel(s) {np.flatnonzero(~(denom > 0))[:5]}")
+    a = 1.0 / np.sqrt(denom)
+    if gamma is not None:
+        a = a * np.asarray(gamma, np.float64).ravel()
+    c = -mean * inv * a
+    if beta is not None:
+        c = c + np.asarray(beta, np.float64).ravel()
+    return a, c
+
+
+def fold_weights(layer_type: str, weight: np.ndarray, bias: np.ndarray | None, a: np.ndarray, c: np.ndarray,
+                 group: int = 1, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(W', b')`` of a layer followed by the per-output-channel map ``y -> a * y + c``.
+
+    Output channels lie on axis 0 of Convolution weights ``(out, in/g, k...)``; on
+    axis 1 of Deconvolution weights ``(in, out/g, k...)``, where input channel ``i``
+    of group ``g = i // (in/g)`` feeds output channels ``g*out/g ...``; on axis 0 of
+    InnerProduct weights ``(out, in)`` (axis 1 with ``transpose: true``).
+    """
+    w = np.asarray(weight, np.float64)
+    a = np.asarray(a, np.float64).ravel()
+    n_out = a.size
+    b = np.zeros(n_out) if bias is None else np.asarray(bias, np.float64).ravel()
+    if layer_type == "Convolution":
+        factor = a.reshape((n_out,) + (1,) * (w.ndim - 1))
+        folded = w * factor
+    elif layer_type == "Deconvolution":
+        n_in, out_per_group = w.shape[0], w.shape[1]
+        if out_per_group * group != n_out or n_in % group:
+            raise ValueError(f"Deconvolution weights {w.shape} do not fit {n_out} outputs in {group} groups")
+        per_input = np.repeat(a.reshape(group, out_per_group), n_in // group, axis=0)  # (in, out/g)
+        folded = w * per_input.reshape(per_input.shape + (1,) * (w.ndim - 2))
+    elif layer_type == "InnerProduct":
+        matrix = w.reshape(-1, n_out) if transpose else w.reshape(n_out, -1)
+        matrix = matrix * (a[None, :] if transpose else a[:, None])
+        folded = matrix.reshape(w.shape)
+    else:
+        raise ValueError(f"cannot fold into a {layer_type} layer")
+    return folded, b * a + c
+
+
+def _fold_blobs(conv: Any, bn: Any, scale: Any | None, weights: dict[str, list[Any]]) -> list[Any]:
+    """The two new blobs (weights, bias) of ``conv`` with ``bn`` and ``scale`` folded in."""
+    conv_blobs = weights[conv.name]
+    mean, variance, factor = (blob_to_array(b) for b in weights[bn.name])
+    gamma = beta = None
+    if scale is not None:
+        scale_blobs = [blob_to_array(b) for b in weights[scale.name]]
+        gamma = scale_blobs[0]
+        beta = scale_blobs[1] if scale.scale_param.bias_term else None
+    try:
+        a, c = batch_norm_affine(mean, variance, float(factor.ravel()[0]), bn.batch_norm_param.eps, gamma, beta)
+    except ValueError as exc:
+        raise MergeBNError(f"BatchNorm '{bn.name}': {exc}") from exc
+    weight = blob_to_array(conv_blobs[0])
+    bias = blob_to_array(conv_blobs[1]) if len(conv_blobs) > 1 else None
+    group = int(conv.convolution_param.group) if conv.type != "InnerProduct" else 1
+    transpose = conv.type == "InnerProduct" and conv.inner_product_param.transpose
+    new_w, new_b = fold_weights(conv.type, weight, bias, a, c, group=group, transpose=transpose)
+    bias_like = conv_blobs[1] if len(conv_blobs) > 1 else None
+    return [array_to_blob(new_w, like=conv_blobs[0]), array_to_blob(new_b.reshape(-1), like=bias_like)]
+
+
+def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[Any, Any]:
+    """Apply ``plan``: the folded deploy ``NetParameter`` and the folded weights ``NetParameter``."""
+    pb2 = _caffe_pb2()
+    removed = {f.batch_norm for f in plan.folds} | {f.scale for f in plan.folds if f.scale}
+    folds = {f.layer: f for f in plan.folds}
+    by_name = {layer.name: layer for layer in net.layer}
+    new_net = pb2.NetParameter()
+    new_net.CopyFrom(net)
+    del new_net.layer[:]
+    new_weights = pb2.NetParameter(name=net.name)
+    for layer in net.layer:
+        if layer.name in removed:
+            continue
+        kept = new_net.layer.add()
+        kept.CopyFrom(layer)
+        fold = folds.get(layer.name)
+        if fold:
+            kept.top[0] = fold.top
+            if layer.type == "InnerProduct":
+                kept.inner_product_param.bias_term = True
+            else:
+                kept.convolution_param.bias_term = True
+            scale = by_name[fold.scale] if fold.scale else None
+            blobs = _fold_blobs(layer, by_name[fold.batch_norm], scale, weights)
+        else:
+            blobs = weights.get(layer.name, [])
+        if blobs:
+            stored = new_weights.layer.add(name=layer.name, type=layer.type)
+            stored.bottom.extend(kept.bottom)
+            stored.top.extend(kept.top)
+            stored.blobs.extend(blobs)
+    return new_net, new_weights
+
+
+# --------------------------------------------------------------------------- Caffe nets
+def load_caffe_net(model: str | Path, weights: str | Path, net: Any | None = None,
+                   weight_blobs: dict[str, list[Any]] | None = None) -> Any:
+    """A ``caffe.Net`` (TEST phase) with its weights, checked in Python before Caffe sees them.
+
+    Layer types and blob shapes are compared with what Caffe infers from the
+    prototxt, so a mismatch raises :class:`MergeBNError` naming the layer instead
+    of aborting the process in a Caffe ``CHECK``.
+    """
+    from .caffe_env import import_caffe
+
+    caffe = import_caffe()
+    net = read_prototxt(model) if net is None else net
+    weight_blobs = weights_by_layer(read_caffemodel(weights)) if weight_blobs is None else weight_blobs
+    known = set(caffe.layer_type_list())
+    unknown = sorted({f"'{layer.name}' ({layer.type})" for layer in net.layer if layer.type not in known})
+    if unknown:
+        raise MergeBNError(f"{model}: layer type(s) this Caffe build does not have: {', '.join(unknown)}")
+    _dataflow(net, model)  # every bottom produced before use
+    built = caffe.Net(str(model), caffe.TEST)
+    problems = []
+    for name, layer in zip(built._layer_names, built.layers):
+        params = list(layer.blobs)
+        stored = weight_blobs.get(name)
+        if stored is None:
+            if params:
+                problems.append(f"layer '{name}' has parameters but no weights in the .caffemodel")
+            continue
+        if len(stored) != len(params):
+            problems.append(f"layer '{name}': Caffe creates {len(params)} blob(s), the .caffemodel has {len(stored)}")
+            continue
+        for k, (param, blob) in enumerate(zip(params, stored)):
+            if not caffe_shape_equals(param.data.shape, blob):
+                problems.append(f"layer '{name}' blob {k}: the prototxt gives shape {tuple(param.data.shape)}, "
+                                f"the .caffemodel {blob_shape(blob)}")
+    if problems:
+        raise MergeBNError(f"{weights} vs {model}: the weights do not match the prototxt:\n  " + "\n  ".join(problems))
+    built.copy_from(str(weights))
+    return built
+
+
+def _parse_mean(mean: float | Sequence[float], channels: int) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(mean, np.float32))
+    if values.size not in (1, channels):
+        raise MergeBNError(f"image mean needs 1 or {channels} values, got {values.size}")
+    return np.broadcast_to(values, (channels,)).reshape(channels, 1, 1)
+
+
+def image_input(path: str | Path, shape: Sequence[int], mean: float | Sequence[float] = DEFAULT_IMAGE_MEAN,
+                scale: float = DEFAULT_IMAGE_SCALE) -> np.ndarray:
+    """A photo as a net input of ``shape`` ``(N, C, H, W)``: resized, ``(pixel - mean) * scale``, BGR or gray."""
+    import cv2
+
+    n, channels, height, width = (int(d) for d in shape)
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+    if image is None:
+        raise MergeBNError(f"{path}: cannot read this image")
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    chw = (chw - _parse_mean(mean, channels)) * np.float32(scale)
+    return np.broadcast_to(chw, (n, channels, height, width)).astype(np.float32)
+
+
+def _image_input_name(net: Any) -> str:
+    for name in net.inputs:
+        shape = net.blobs[name].data.shape
+        if len(shape) == 4 and shape[1] in (1, 3):
+            return name
+    raise MergeBNError("--image needs a 4-D network input with 1 or 3 channels; this net has "
+                       + ", ".join(f"'{n}' {tuple(net.blobs[n].data.shape)}" for n in net.inputs))
+
+
+def _detection_tops(net: Any) -> set[str]:
+    """Blobs written by DetectionOutput layers (rows ``image, label, score, x1, y1, x2, y2``)."""
+    return {top for layer, tops in zip(net.layers, net.top_names.values()) if layer.type == "DetectionOutput"
+            for top in tops}
+
+
+def _canonical_detections(blob: np.ndarray) -> np.ndarray:
+    """Detection rows in a fixed order: DetectionOutput sorts by score, and two nearly equal scores may
+    swap places between two equivalent nets; sorting by image, label, box, score makes the order stable."""
+    rows = blob.reshape(-1, blob.shape[-1])
+    keys = [rows[:, k] for k in (2, 6, 5, 4, 3, 1, 0) if k < rows.shape[1]]  # lexsort: last key first
+    return rows[np.lexsort(keys)].reshape(blob.shape)
+
+
+def _compare(name: str, output_names: set[str], label: str, before: np.ndarray, after: np.ndarray) -> BlobDiff:
+    if before.shape != after.shape:
+        return BlobDiff(label, name, name in output_names, math.inf, math.inf, before.shape, after.shape)
+    a = before.astype(np.float64)
+    b = after.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN anywhere -> NaN -> fails the tolerance
+        max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    return BlobDiff(label, name, name in output_names, max_abs, max_rel, before.shape, after.shape)
+
+
+def _timed_forward(net: Any, feed: dict[str, np.ndarray]) -> float:
+    for name, value in feed.items():
+        net.blobs[name].data[...] = value
+    start = time.perf_counter()
+    net.forward()
+    return time.perf_counter() - start
+
+
+def verify_nets(before: Any, after: Any, images: Iterable[str | Path] = (), tolerance: float = DEFAULT_TOLERANCE,
+                timing_runs: int = 5, seed: int = 0, image_mean: float | Sequence[float] = DEFAULT_IMAGE_MEAN,
+                image_scale: float = DEFAULT_IMAGE_SCALE, progress: bool = False) -> Verification:
+    """Run two loaded ``caffe.Net`` on the same inputs and compare their blobs.
+
+    Inputs: one random input (normal, seeded), then each image (resized, ``(pixel
+    - mean) * scale``) in the first 1- or 3-channel input, the other inputs random.
+    Every output blob of ``before`` is compared, and every other blob name both nets
+    share (in-place chains end with the same value in both). ``timing_runs``
+    alternating forwards of each net on the random input give the median times.
+    """
+    from tqdm import tqdm
+
+    missing = [name for name in before.outputs if name not in after.blobs]
+    if missing or list(before.inputs) != list(after.inputs):
+        raise MergeBNError(f"the folded net lacks output(s) {missing} or has other inputs "
+                           f"({list(before.inputs)} vs {list(after.inputs)})")
+    rng = np.random.default_rng(seed)
+    random_feed = {name: rng.standard_normal(before.blobs[name].data.shape).astype(np.float32)
+                   for name in before.inputs}
+    feeds = [("random", random_feed)]
+    for path in images:
+        target = _image_input_name(before)
+        feed = dict(random_feed)
+        feed[target] = image_input(path, before.blobs[target].data.shape, image_mean, image_scale)
+        feeds.append((Path(path).name, feed))
+    outputs = set(before.outputs)
+    shared = [n for n in before.blobs if n in after.blobs and n not in before.inputs]
+    detections = _detection_tops(before) & _detection_tops(after)
+
+    def values_of(net: Any) -> dict[str, np.ndarray]:
+        return {n: _canonical_detections(net.blobs[n].data) if n in detections else net.blobs[n].data.copy()
+                for n in shared}
+
+    diffs = []
+    for label, feed in tqdm(feeds, desc="verify", unit="input", disable=not progress):
+        _timed_forward(before, feed)
+        values = values_of(before)
+        _timed_forward(after, feed)
+        values_after = values_of(after)
+        diffs.extend(_compare(n, outputs, label, values[n], values_after[n]) for n in shared)
+    result = Verification(diffs, tolerance, [label for label, _ in feeds])
+    if timing_runs > 0:
+        times_before, times_after = [], []
+        for _ in tqdm(range(timing_runs), desc="timing", unit="run", disable=not progress):
+            times_before.append(_timed_forward(before, random_feed))
+            times_after.append(_timed_forward(after, random_feed))
+        result.seconds_before = float(np.median(times_before))
+        result.seconds_after = float(np.median(times_after))
+    return result
+
+
+# --------------------------------------------------------------------------- the whole step
+def _strip_suffixes(path: Path) -> str:
+    name = path.name
+    for suffix in (".txt", ".prototxt", ".pt", ".caffemodel"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def default_output_paths(model: str | Path, weights: str | Path) -> tuple[Path, Path]:
+    """``<model stem>_nobn.prototxt`` and ``<weights stem>_nobn.caffemodel`` beside the inputs."""
+    model, weights = Path(model), Path(weights)
+    return (model.with_name(_strip_suffixes(model) + NOBN_SUFFIX + ".prototxt"),
+            weights.with_name(_strip_suffixes(weights) + NOBN_SUFFIX + ".caffemodel"))
+
+
+def _check_output_paths(model: Path, weights: Path, out_model: Path, out_weights: Path) -> None:
+    resolved = {p.resolve() for p in (model, weights)}
+    for out in (out_model, out_weights):
+        if out.resolve() in resolved:
+            raise MergeBNError(f"{out}: refusing to overwrite an input file; choose another output path")
+    if out_model.resolve() == out_weights.resolve():
+        raise MergeBNError(f"{out_model}: the output prototxt and caffemodel need different paths")
+    for out in (out_model, out_weights):
+        parent = out.parent
+        # Also refuse a directory without any write bit when running as root (who could still write):
+        # a read-only folder of reference models is not the place for new files.
+        if parent.exists() and (not os.access(parent, os.W_OK) or not parent.stat().st_mode & 0o222):
+            raise MergeBNError(f"{parent}: directory is read-only; choose where to write the folded model "
+                               "with --out-model / --out-weights")
+
+
+def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | None = None,
+             out_weights: str | Path | None = None, *, verify: bool = True, images: Sequence[str | Path] = (),
+             tolerance: float = DEFAULT_TOLERANCE, timing_runs: int = 5, seed: int = 0,
+             image_mean: float | Sequence[float] = DEFAULT_IMAGE_MEAN, image_scale: float = DEFAULT_IMAGE_SCALE,
+             progress: bool = False) -> MergeResult:
+    """Fold every exact BatchNorm [+ Scale] of a deploy model and write the folded prototxt + caffemodel.
+
+    With ``verify`` both nets run on the same inputs first; the outputs are moved
+    into place only when every compared blob agrees within ``tolerance`` (relative
+    to the blob's largest magnitude); otherwise nothing is written and
+    ``result.written`` is False. Refused inputs raise :class:`MergeBNError`.
+    """
+    model, weights = Path(model), Path(weights)
+    default_model, default_weights = default_output_paths(model, weights)
+    out_model = Path(out_model) if out_model else default_model
+    out_weights = Path(out_weights) if out_weights else default_weights
+    net = read_prototxt(model)
+    check_deploy_net(net, model)
+    _check_output_paths(model, weights, out_model, out_weights)
+    blobs = weights_by_layer(read_caffemodel(weights))
+    check_weights(net, blobs, model, weights)
+    plan = plan_folds(net, model)
+    check_weights(net, blobs, model, weights, plan)
+    new_net, new_weights = fold_net(net, blobs, plan)
+    result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
+    staged = _stage_outputs(out_model, out_weights, new_net, new_weights)
+    try:
+        if verify:
+            before = load_caffe_net(model, weights, net, blobs)
+            after = load_caffe_net(staged[0], staged[1], new_net, weights_by_layer(new_weights))
+            result.verification = verify_nets(before, after, images, tolerance, timing_runs, seed,
+                                              image_mean, image_scale, progress)
+            if not result.verification.passed:
+                return result
+        os.replace(staged[0], out_model)
+        os.replace(staged[1], out_weights)
+        result.written = True
+        return result
+    finally:
+        for tmp in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _stage_outputs(out_model: Path, out_weights: Path, new_net: Any, new_weights: Any) -> tuple[Path, Path]:
+    """Write both outputs under temporary names beside their destinations (renamed once verified)."""
+    staged = []
+    for path, data in ((out_model, net_to_text(new_net).encode()), (out_weights, new_weights.SerializeToString())):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        _write_atomic(tmp, data)
+        staged.append(tmp)
+    return staged[0], staged[1]
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.2e}"
+
+
+def format_report(result: MergeResult, verbose: bool = False) -> str:
+    """Human-readable summary of a :func:`merge_bn` run (what the CLI prints)."""
+    plan = result.plan
+    lines = [f"model   {result.model}", f"weights {result.weights}"]
+    with_scale = sum(1 for f in plan.folds if f.scale)
+    kinds = defaultdict(int)
+    for f in plan.folds:
+        kinds[f.layer_type] += 1
+    kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    if plan.folds:
+        lines.append(f"folded {len(plan.folds)} BatchNorm ({with_scale} with their Scale) into {kinds_text}: "
+                     f"{result.layers_before} -> {result.layers_after} layers")
+    else:
+        lines.append("nothing to fold: no BatchNorm directly after a Convolution/Deconvolution/InnerProduct")
+    if verbose:
+        lines += [f"  {f.layer} <- {f.batch_norm}" + (f" + {f.scale}" if f.scale else "") for f in plan.folds]
+    if plan.left_in_place:
+        lines.append(f"left in place ({len(plan.left_in_place)}):")
+        lines += [f"  {item.layer}: {item.reason}" for item in plan.left_in_place]
+    v = result.verification
+    if v is not None:
+        lines.append(f"verification on {', '.join(v.inputs)} (tolerance {v.tolerance:g} relative to each blob's "
+                     "largest magnitude):")
+        lines.append(f"  {'input':<18} {'output blob':<28} {'max abs diff':>12} {'max rel diff':>12}")
+        for d in v.diffs:
+            if d.is_output:
+                shape_note = "" if d.same_shape else f"  SHAPE {d.shape_before} != {d.shape_after}"
+                lines.append(f"  {d.input_name:<18} {d.blob:<28} {_fmt(d.max_abs):>12} {_fmt(d.max_rel):>12}{shape_note}")
+        inner = [d for d in v.diffs if not d.is_output]
+        if inner:
+            worst = max(inner, key=lambda d: d.max_rel)
+            lines.append(f"  {len({d.blob for d in inner})} intermediate blobs: largest rel diff {_fmt(worst.max_rel)} "
+                         f"('{worst.blob}', {worst.input_name})")
+        for d in v.failures():
+            if not d.is_output:
+                lines.append(f"  ABOVE TOLERANCE: '{d.blob}' on {d.input_name}: rel {_fmt(d.max_rel)}")
+        if v.speedup is not None:
+            lines.append(f"forward time (median of runs): {v.seconds_before * 1e3:.1f} ms -> "
+                         f"{v.seconds_after * 1e3:.1f} ms ({v.speedup:.2f}x)")
+        lines.append("verification PASSED" if v.passed else
+                     f"verification FAILED: {len(v.failures())} blob comparison(s) above tolerance; nothing written")
+    if result.written:
+        lines += [f"wrote {result.out_model}", f"wrote {result.out_weights}"]
+    return "\n".join(lines)
