@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -31,7 +32,7 @@ from mtcnn_caffe.caffe_env import import_caffe  # noqa: E402
 DEFAULT_SSD = REPO.parent / "shared" / "reference" / "mobilenet_ssd" / "MobileNetSSD_deploy_bn.prototxt"
 
 
-def random_bn_weights(caffe, prototxt: Path, out: Path, seed: int = 0) -> Path:
+def random_bn_weights(caffe: Any, prototxt: Path, out: Path, seed: int = 0) -> Path:
     """Filler-initialised weights with random BatchNorm statistics and Scale factors."""
     rng = np.random.default_rng(seed)
     net = caffe.Net(str(prototxt), caffe.TEST)
@@ -47,7 +48,7 @@ def random_bn_weights(caffe, prototxt: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def timed_forwards(nets: list, runs: int) -> np.ndarray:
+def timed_forwards(nets: list[Any], runs: int) -> np.ndarray:
     """``(runs, len(nets), 2)`` wall and process-CPU seconds, the nets taking turns in every run."""
     times = np.zeros((runs, len(nets), 2))
     for r in tqdm(range(runs), desc="timing", unit="run", leave=False):
@@ -59,6 +60,7 @@ def timed_forwards(nets: list, runs: int) -> np.ndarray:
 
 
 def bench_model(label: str, model: Path, weights: Path, workdir: Path, runs: int) -> tuple[float, float, float, float]:
+    """Fold ``model``, check the outputs agree, then time both nets; median wall/CPU seconds before and after."""
     result = mb.merge_bn(model, weights, workdir / f"{label}_nobn.prototxt", workdir / f"{label}_nobn.caffemodel",
                          verify=False)
     before = mb.load_caffe_net(model, weights)
@@ -76,6 +78,7 @@ def bench_model(label: str, model: Path, weights: Path, workdir: Path, runs: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Benchmark MobileNet-SSD (when its prototxt is there) and res10; print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="timed forwards of each net (default 20)")
     parser.add_argument("--ssd-prototxt", type=Path, default=DEFAULT_SSD, help="MobileNet-SSD deploy with BN")

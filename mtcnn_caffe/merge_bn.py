@@ -82,6 +82,8 @@ class LeftInPlace:
 
 @dataclass
 class FoldPlan:
+    """What :func:`plan_folds` found: the exact folds, and the BatchNorm/Scale layers that stay."""
+
     folds: list[Fold] = field(default_factory=list)
     left_in_place: list[LeftInPlace] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ class BlobDiff:
 
     @property
     def same_shape(self) -> bool:
+        """Whether both nets produce this blob with the same shape."""
         return self.shape_before == self.shape_after
 
 
@@ -114,14 +117,17 @@ class Verification:
     seconds_after: float | None = None
 
     def failures(self) -> list[BlobDiff]:
+        """Comparisons above the tolerance, with a different shape, or NaN."""
         return [d for d in self.diffs if not d.same_shape or not d.max_rel <= self.tolerance]
 
     @property
     def passed(self) -> bool:
+        """True when every compared blob agrees within the tolerance."""
         return not self.failures()
 
     @property
     def speedup(self) -> float | None:
+        """Median forward time before / after (None when not timed)."""
         if not self.seconds_before or not self.seconds_after:
             return None
         return self.seconds_before / self.seconds_after
@@ -129,6 +135,8 @@ class Verification:
 
 @dataclass
 class MergeResult:
+    """Outcome of :func:`merge_bn`: paths, plan, layer counts, verification, and whether files were written."""
+
     model: Path
     weights: Path
     out_model: Path
@@ -267,6 +275,7 @@ def _umask() -> int:
 
 
 def net_to_text(net: Any) -> str:
+    """A ``NetParameter`` as prototxt text."""
     from google.protobuf import text_format
 
     return text_format.MessageToString(net)
@@ -942,47 +951,56 @@ def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.2e}"
 
 
-def format_report(result: MergeResult, verbose: bool = False) -> str:
-    """Human-readable summary of a :func:`merge_bn` run (what the CLI prints)."""
+def _plan_lines(result: MergeResult, verbose: bool) -> list[str]:
+    """What was folded (per folded layer type) and what was left in place, with reasons."""
     plan = result.plan
-    lines = [f"model   {result.model}", f"weights {result.weights}"]
-    with_scale = sum(1 for f in plan.folds if f.scale)
-    kinds = defaultdict(int)
-    for f in plan.folds:
-        kinds[f.layer_type] += 1
-    kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     if plan.folds:
-        lines.append(f"folded {len(plan.folds)} BatchNorm ({with_scale} with their Scale) into {kinds_text}: "
-                     f"{result.layers_before} -> {result.layers_after} layers")
+        with_scale = sum(1 for f in plan.folds if f.scale)
+        kinds = defaultdict(int)
+        for f in plan.folds:
+            kinds[f.layer_type] += 1
+        kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        lines = [f"folded {len(plan.folds)} BatchNorm ({with_scale} with their Scale) into {kinds_text}: "
+                 f"{result.layers_before} -> {result.layers_after} layers"]
     else:
-        lines.append("nothing to fold: no BatchNorm directly after a Convolution/Deconvolution/InnerProduct")
+        lines = ["nothing to fold: no BatchNorm directly after a Convolution/Deconvolution/InnerProduct"]
     if verbose:
         lines += [f"  {f.layer} <- {f.batch_norm}" + (f" + {f.scale}" if f.scale else "") for f in plan.folds]
     if plan.left_in_place:
         lines.append(f"left in place ({len(plan.left_in_place)}):")
         lines += [f"  {item.layer}: {item.reason}" for item in plan.left_in_place]
-    v = result.verification
-    if v is not None:
-        lines.append(f"verification on {', '.join(v.inputs)} (tolerance {v.tolerance:g} relative to each blob's "
-                     "largest magnitude):")
-        lines.append(f"  {'input':<18} {'output blob':<28} {'max abs diff':>12} {'max rel diff':>12}")
-        for d in v.diffs:
-            if d.is_output:
-                shape_note = "" if d.same_shape else f"  SHAPE {d.shape_before} != {d.shape_after}"
-                lines.append(f"  {d.input_name:<18} {d.blob:<28} {_fmt(d.max_abs):>12} {_fmt(d.max_rel):>12}{shape_note}")
-        inner = [d for d in v.diffs if not d.is_output]
-        if inner:
-            worst = max(inner, key=lambda d: d.max_rel)
-            lines.append(f"  {len({d.blob for d in inner})} intermediate blobs: largest rel diff {_fmt(worst.max_rel)} "
-                         f"('{worst.blob}', {worst.input_name})")
-        for d in v.failures():
-            if not d.is_output:
-                lines.append(f"  ABOVE TOLERANCE: '{d.blob}' on {d.input_name}: rel {_fmt(d.max_rel)}")
-        if v.speedup is not None:
-            lines.append(f"forward time (median of runs): {v.seconds_before * 1e3:.1f} ms -> "
-                         f"{v.seconds_after * 1e3:.1f} ms ({v.speedup:.2f}x)")
-        lines.append("verification PASSED" if v.passed else
-                     f"verification FAILED: {len(v.failures())} blob comparison(s) above tolerance; nothing written")
+    return lines
+
+
+def _verification_lines(v: Verification) -> list[str]:
+    """Table of output-blob differences, the worst intermediate blob, failures, timing and verdict."""
+    lines = [f"verification on {', '.join(v.inputs)} (tolerance {v.tolerance:g} relative to each blob's "
+             "largest magnitude):",
+             f"  {'input':<18} {'output blob':<28} {'max abs diff':>12} {'max rel diff':>12}"]
+    for d in v.diffs:
+        if d.is_output:
+            shape_note = "" if d.same_shape else f"  SHAPE {d.shape_before} != {d.shape_after}"
+            lines.append(f"  {d.input_name:<18} {d.blob:<28} {_fmt(d.max_abs):>12} {_fmt(d.max_rel):>12}{shape_note}")
+    inner = [d for d in v.diffs if not d.is_output]
+    if inner:
+        worst = max(inner, key=lambda d: d.max_rel)
+        lines.append(f"  {len({d.blob for d in inner})} intermediate blobs: largest rel diff {_fmt(worst.max_rel)} "
+                     f"('{worst.blob}', {worst.input_name})")
+    lines += [f"  ABOVE TOLERANCE: '{d.blob}' on {d.input_name}: rel {_fmt(d.max_rel)}"
+              for d in v.failures() if not d.is_output]
+    if v.speedup is not None:
+        lines.append(f"forward time (median of runs): {v.seconds_before * 1e3:.1f} ms -> "
+                     f"{v.seconds_after * 1e3:.1f} ms ({v.speedup:.2f}x)")
+    lines.append("verification PASSED" if v.passed else
+                 f"verification FAILED: {len(v.failures())} blob comparison(s) above tolerance; nothing written")
+    return lines
+
+
+def format_report(result: MergeResult, verbose: bool = False) -> str:
+    """Human-readable summary of a :func:`merge_bn` run (what the CLI prints)."""
+    lines = [f"model   {result.model}", f"weights {result.weights}", *_plan_lines(result, verbose)]
+    if result.verification is not None:
+        lines += _verification_lines(result.verification)
     if result.written:
         lines += [f"wrote {result.out_model}", f"wrote {result.out_weights}"]
     return "\n".join(lines)

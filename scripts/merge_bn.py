@@ -19,6 +19,7 @@ from mtcnn_caffe.commands.merge_bn import DESCRIPTION, add_arguments, run  # noq
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the merge-bn options and run it; returns the exit status."""
     parser = argparse.ArgumentParser(prog="merge_bn.py", description=DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -92,14 +92,31 @@ def test_bad_input_is_reported_with_line_numbers(tmp_path):
         json.dumps({"image": "a3.jpg", "faces": [{"box": [1, 2, 3, 4], "landmarks": [[1, float("nan")]] * 5}]}),
         json.dumps({"image": "a4.jpg", "faces": [{"box": [5, 2, 3, 4], "landmarks": [[1, 2]] * 5}]}),
         record("unknown.jpg", [(BOX, POINTS)]),
+        record("a.jpg", [(BOX, POINTS + 9)]),  # the same image again: skipped, not averaged in
     ])
     result, problems = evaluate(tmp_path, gt, pred)
     assert result.nme.tolist() == [0.0]
     lines = [m.split(": ")[0] for m in problems.problems]
-    assert lines == [f"{pred}:2", f"{pred}:3", f"{pred}:4", f"{pred}:5", "line 6"]
-    assert "not in the ground truth" in problems.problems[-1]
+    assert lines == [f"{pred}:{n}" for n in range(2, 8)]
+    assert "not in the ground truth" in problems.problems[-2]
+    assert "appears twice" in problems.problems[-1]
     with pytest.raises(EvaluationError, match=f"{pred}:2"):
         read_detections_jsonl(pred, ProblemLog(strict=True))
+
+
+def test_empty_predictions_miss_every_face(tmp_path, capsys):
+    """No detections: every annotated face is missed, no error is averaged (NME undefined, null in JSON)."""
+    gt, pred = setup_case(tmp_path, [list_line("a.jpg", BOX, POINTS), list_line("a.jpg", BOX, POINTS)],
+                          [record("a.jpg", [])])
+    result, problems = evaluate(tmp_path, gt, pred)
+    assert problems.problems == [] and result.missed == 2 and len(result.nme) == 0
+    assert np.isnan(result.mean_nme) and np.isnan(result.failure_rate)
+    out = tmp_path / "out"
+    assert main(["eval", "landmarks", "--pred", str(pred), "--gt", str(gt), "--images", str(tmp_path),
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "NME nan failure@0.1 nan faces 0 missed 2 (inter-ocular)"
+    summary = json.loads((out / "landmarks.json").read_text())
+    assert summary["nme"] is None and summary["faces_missed_by_detector"] == 2 and summary["per_point_nme"] == {}
 
 
 def test_cli_on_generated_fixture(tmp_path, capsys):

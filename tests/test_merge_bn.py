@@ -427,6 +427,22 @@ def test_cli_merge_bn_writes_default_outputs_and_reports(caffe, tmp_path, capsys
     assert "train/test network" in capsys.readouterr().err
 
 
+def test_cli_exit_status_1_above_tolerance_writes_nothing(caffe, tmp_path, capsys):
+    """float32 rounding makes the folded outputs differ by a few ulps: tolerance 0 must fail."""
+    from mtcnn_caffe.cli import main as mtcnn_main
+
+    model = write_prototxt(tmp_path, HEADER + ZOO_LAYERS, "zoo.prototxt")
+    weights = random_weights(caffe, model, tmp_path / "zoo.caffemodel", seed=10)
+    outs = ["--out-model", str(tmp_path / "o.prototxt"), "--out-weights", str(tmp_path / "o.caffemodel")]
+    args = ["merge-bn", "--model", model, "--weights", str(weights), "--runs", "0", *outs]
+    assert mtcnn_main(args + ["--tolerance", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "verification FAILED" in out and "tolerance 0 " in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo.caffemodel", "zoo.prototxt"]
+    assert mtcnn_main(args + ["--tolerance", "1e-4"]) == 0  # the same fold passes the default tolerance
+    assert (tmp_path / "o.prototxt").is_file() and (tmp_path / "o.caffemodel").is_file()
+
+
 def test_script_help():
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "merge_bn.py"), "--help"],
                           capture_output=True, text=True, timeout=60)

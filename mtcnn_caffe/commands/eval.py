@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..evaluation.reports import Report
 
 DEFAULT_OUT = Path("eval_results")
 
@@ -20,6 +24,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval wider|fddb|landmarks``."""
     parser = subparsers.add_parser(
         "eval", help="evaluate detections: WIDER FACE AP, FDDB ROC, landmark NME",
         description="Evaluate detector output with the official protocols. Each benchmark prints a one-line "
@@ -74,8 +79,12 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 1
 
 
-def report_and_exit(make_report) -> int:
-    """Run a report function; print its summary line (stdout), problems and files (stderr)."""
+def report_and_exit(make_report: Callable[[], "Report"]) -> int:
+    """Run a report function; print its summary line (stdout), problems and files (stderr).
+
+    Exit status 0 when the evaluation ran (skipped input lines are listed, not fatal), 2 when an
+    input was refused (missing file, unreadable ground truth, or any bad line with ``--strict``).
+    """
     from ..annotations import AnnotationError
     from ..evaluation import EvaluationError
 
@@ -94,18 +103,21 @@ def report_and_exit(make_report) -> int:
 
 
 def run_wider(args: argparse.Namespace) -> int:
+    """``eval wider``."""
     from ..evaluation.reports import wider_report
 
     return report_and_exit(lambda: wider_report(args.pred, args.gt, args.out, args.subset, args.strict))
 
 
 def run_fddb(args: argparse.Namespace) -> int:
+    """``eval fddb``."""
     from ..evaluation.reports import fddb_report
 
     return report_and_exit(lambda: fddb_report(args.pred, args.folds, args.out, args.fold, args.images, args.strict))
 
 
 def run_landmarks(args: argparse.Namespace) -> int:
+    """``eval landmarks``."""
     from ..evaluation.reports import landmarks_report
 
     return report_and_exit(lambda: landmarks_report(args.pred, args.gt, args.images, args.out, args.normalise,

@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``merge-bn`` subcommand."""
     p = subparsers.add_parser("merge-bn", help="fold BatchNorm + Scale into convolutions (verified)",
                               description=DESCRIPTION)
     add_arguments(p)
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fold, verify, print the report; exit status 0 written, 1 above tolerance, 2 refused."""
     from ..caffe_env import set_caffe_verbosity
     from ..merge_bn import MergeBNError, format_report, merge_bn
 

@@ -40,6 +40,7 @@ class ProblemLog:
         self.notes.append(message)
 
     def as_dict(self) -> dict:
+        """``{"problems": [...], "notes": [...]}`` for the JSON summary."""
         return {"problems": list(self.problems), "notes": list(self.notes)}
 
     def summary_lines(self, limit: int = 10) -> list[str]:

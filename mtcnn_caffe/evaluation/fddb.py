@@ -165,6 +165,7 @@ class EllipseMask:
 
     @property
     def area(self) -> int:
+        """Number of pixels of the filled ellipse."""
         return int(np.count_nonzero(self.mask))
 
 
@@ -256,6 +257,8 @@ def image_roc_steps(overlaps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
 
 @dataclass
 class FddbResult:
+    """Discrete and continuous ROC (one point per distinct score, first at threshold inf) and TPR read-outs."""
+
     thresholds: np.ndarray
     false_positives: np.ndarray
     tpr_discrete: np.ndarray
@@ -267,12 +270,14 @@ class FddbResult:
     tpr_at: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def summary_line(self) -> str:
+        """The one-line summary the CLI prints: TPR at each false-positive mark, both ROCs."""
         parts = []
         for kind in ("discrete", "continuous"):
             parts.append(kind + " " + " ".join(f"TPR@{k}FP {v:.4f}" for k, v in self.tpr_at[kind].items()))
         return " | ".join(parts)
 
     def as_dict(self) -> dict:
+        """The JSON summary, curves included."""
         return {
             "tpr_at_fp": self.tpr_at,
             "faces": self.faces,

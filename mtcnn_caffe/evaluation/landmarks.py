@@ -38,6 +38,8 @@ POINT_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
 @dataclass
 class GtFace:
+    """One annotated face of the ground truth."""
+
     image: str  # path relative to the images root, posix
     box: np.ndarray  # x1 y1 x2 y2
     points: np.ndarray  # (5, 2)
@@ -45,10 +47,18 @@ class GtFace:
 
 @dataclass
 class DetectionRecord:
+    """One line of the ``detect --json`` output; ``source:line`` locates it in messages."""
+
     line: int
     image: str
     boxes: np.ndarray  # (M, 4)
     points: np.ndarray  # (M, 5, 2), NaN where a face has no landmarks
+    source: str = ""  # the .jsonl file
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of this record (``line N`` when the file is unknown)."""
+        return f"{self.source}:{self.line}" if self.source else f"line {self.line}"
 
 
 def _posix_key(path: str) -> str:
@@ -111,7 +121,8 @@ def read_detections_jsonl(path: str | Path, problems: ProblemLog) -> list[Detect
             except (ValueError, KeyError, TypeError) as exc:
                 problems.report(f"{path}:{line_no}: {type(exc).__name__}: {exc}")
                 continue
-            records.append(DetectionRecord(line_no, image, np.array(boxes).reshape(-1, 4), np.array(points).reshape(-1, 5, 2)))
+            records.append(DetectionRecord(line_no, image, np.array(boxes).reshape(-1, 4),
+                                           np.array(points).reshape(-1, 5, 2), str(path)))
     return records
 
 
@@ -170,6 +181,8 @@ def ced_auc(nme: np.ndarray, limit: float = FAILURE_THRESHOLD) -> float:
 
 @dataclass
 class LandmarkResult:
+    """Per-face and per-point errors of the matched faces, with the counts of faces left out."""
+
     nme: np.ndarray  # per matched face
     point_nme: np.ndarray  # (F, 5)
     normalise: str
@@ -180,17 +193,21 @@ class LandmarkResult:
 
     @property
     def mean_nme(self) -> float:
+        """Mean NME over the matched faces (NaN when none)."""
         return float(self.nme.mean()) if len(self.nme) else float("nan")
 
     @property
     def failure_rate(self) -> float:
+        """Fraction of matched faces with NME above the failure threshold (NaN when none)."""
         return float(np.mean(self.nme > self.failure_threshold)) if len(self.nme) else float("nan")
 
     def summary_line(self) -> str:
+        """The one-line summary the CLI prints."""
         return (f"NME {self.mean_nme:.4f} failure@{self.failure_threshold:g} {self.failure_rate:.4f} "
                 f"faces {len(self.nme)} missed {self.missed} ({self.normalise})")
 
     def as_dict(self) -> dict:
+        """The JSON summary: figures, per-point NME, counts and the CED curve."""
         x, fraction = ced_curve(self.nme)
         return {
             "nme": self.mean_nme,
@@ -218,10 +235,10 @@ def evaluate_landmarks(records: list[DetectionRecord], ground_truth: dict[str, l
     for record in records:
         key = _gt_key_for(record.image, Path(images_root), gt_keys)
         if key is None:
-            problems.report(f"line {record.line}: image {record.image!r} is not in the ground truth")
+            problems.report(f"{record.where}: image {record.image!r} is not in the ground truth")
             continue
         if key in seen:
-            problems.report(f"line {record.line}: image {record.image!r} appears twice; later record skipped")
+            problems.report(f"{record.where}: image {record.image!r} appears twice; later record skipped")
             continue
         seen.add(key)
         for face in ground_truth[key]:
@@ -234,7 +251,7 @@ def evaluate_landmarks(records: list[DetectionRecord], ground_truth: dict[str, l
                 missed += 1
                 continue
             if not np.all(np.isfinite(record.points[best])):
-                problems.report(f"line {record.line}: image {record.image!r}: matched detection has no landmarks")
+                problems.report(f"{record.where}: image {record.image!r}: matched detection has no landmarks")
                 continue
             pred_points.append(record.points[best])
             gt_faces.append(face)

@@ -11,9 +11,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
+    from matplotlib.figure import Figure
 
 
 def to_jsonable(value: Any) -> Any:
@@ -52,7 +55,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return path
 
 
-def save_figure_atomic(figure, path: str | Path) -> Path:
+def save_figure_atomic(figure: "Figure", path: str | Path) -> Path:
     """Save a matplotlib ``Figure`` as PNG to ``path`` atomically."""
     path = Path(path)
     tmp = _temp_path(path, ".png")

@@ -15,6 +15,8 @@ from .outputs import write_json_atomic
 
 @dataclass
 class Report:
+    """What an evaluator run produced: the one-line summary, the JSON dict, the files written, the problems."""
+
     line: str
     summary: dict
     files: list[Path] = field(default_factory=list)

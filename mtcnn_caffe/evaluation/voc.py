@@ -108,6 +108,8 @@ def read_class_names(path: str | Path | None, voc_root: str | Path | None = None
 
 @dataclass
 class ClassDetections:
+    """The detections of one class, in file order: image id, score and ``x1 y1 x2 y2`` box."""
+
     image_ids: list[str]
     scores: np.ndarray
     boxes: np.ndarray  # (M, 4)
@@ -161,6 +163,8 @@ def find_detection_files(pred_dir: str | Path, image_set: str, classes: Iterable
 
 @dataclass
 class ClassResult:
+    """AP (VOC07 11-point and all-point), the ranked PR curve and the counts of one class."""
+
     ap_07: float
     ap_all: float
     recall: np.ndarray
@@ -208,6 +212,8 @@ def evaluate_class(ground_truth: dict[str, VocObjects], cls: str, detections: Cl
 
 @dataclass
 class VocResult:
+    """Per-class results; mAPs average the classes with at least one non-difficult object."""
+
     classes: dict[str, ClassResult]
     images: int
 
@@ -217,17 +223,21 @@ class VocResult:
 
     @property
     def map_07(self) -> float:
+        """Mean VOC07 11-point AP."""
         return self._mean("ap_07")
 
     @property
     def map_all(self) -> float:
+        """Mean all-point AP."""
         return self._mean("ap_all")
 
     def summary_line(self) -> str:
+        """The one-line summary the CLI prints."""
         used = sum(1 for r in self.classes.values() if r.positives)
         return f"mAP VOC07-11point {self.map_07:.4f} all-point {self.map_all:.4f} ({used} classes, {self.images} images)"
 
     def as_dict(self) -> dict:
+        """The JSON summary; classes without objects have AP ``null``."""
         return {
             "map_voc07_11point": self.map_07,
             "map_all_point": self.map_all,

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..annotations import read_wider_gt
 from ..boxes import iou_matrix
-from .common import EvaluationError, ProblemLog, parse_numbers
+from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
 from .curves import voc_ap_all_point
 
 OFFICIAL_SETTINGS = ("easy", "medium", "hard")
@@ -69,11 +69,14 @@ class WiderGtImage:
 
 @dataclass
 class WiderGroundTruth:
+    """All ground-truth images, the settings their keep masks define, and the file they came from."""
+
     images: list[WiderGtImage]
     settings: tuple[str, ...]
     source: str
 
     def restrict(self, keys: set[str]) -> "WiderGroundTruth":
+        """Only the images whose ``event/name`` key is in ``keys`` (``--subset``)."""
         return WiderGroundTruth([im for im in self.images if im.key in keys], self.settings, self.source)
 
 
@@ -194,12 +197,11 @@ def read_subset(path: str | Path, gt: WiderGroundTruth, problems: ProblemLog) ->
     ground-truth image is reported.
     """
     path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"subset list not found: {path}")
+    lines = read_text_lines(path, "subset list")
     by_name: dict[str, str] = {im.name: im.key for im in gt.images}
     keys_all = {im.key for im in gt.images}
     keys: set[str] = set()
-    for line_no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for line_no, line in enumerate(lines, start=1):
         entry = line.strip().replace("\\", "/")
         if not entry or entry.startswith("#"):
             continue
@@ -255,6 +257,8 @@ def parse_prediction_file(path: Path, problems: ProblemLog) -> np.ndarray:
 
 @dataclass
 class WiderPredictions:
+    """Score-sorted boxes per image key, the ground-truth images without a file, and files outside ``--subset``."""
+
     boxes: dict[str, np.ndarray]
     missing: list[str] = field(default_factory=list)
     outside_subset: int = 0
@@ -356,6 +360,8 @@ def image_pr_counts(scores: np.ndarray, is_proposal: np.ndarray, recalled: np.nd
 # --------------------------------------------------------------------------- dataset
 @dataclass
 class WiderSettingResult:
+    """AP, the 1000-threshold PR curve and the number of kept faces of one setting."""
+
     ap: float
     precision: np.ndarray
     recall: np.ndarray
@@ -364,6 +370,8 @@ class WiderSettingResult:
 
 @dataclass
 class WiderResult:
+    """Per-setting results with the thresholds and the raw score range used for normalisation."""
+
     settings: dict[str, WiderSettingResult]
     thresholds: np.ndarray
     images: int
@@ -372,9 +380,11 @@ class WiderResult:
     score_max: float
 
     def summary_line(self) -> str:
+        """``easy A medium B hard C`` (or ``all A``), as the CLI prints it."""
         return " ".join(f"{name} {r.ap:.4f}" for name, r in self.settings.items())
 
     def as_dict(self) -> dict:
+        """The JSON summary, PR curves included."""
         return {
             "ap": {name: r.ap for name, r in self.settings.items()},
             "faces": {name: r.faces for name, r in self.settings.items()},

@@ -13,6 +13,7 @@ from mtcnn_caffe.commands.eval import add_common_options, report_and_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ssd-mobilenet eval`` (Pascal VOC mAP)."""
     parser = subparsers.add_parser(
         "eval", help="Pascal VOC mAP of per-class detection files",
         description="VOC devkit evaluation (IoU >= 0.5, difficult objects ignored, duplicates are false positives). "
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate, write ``voc.json`` + ``voc_pr.png``, print the mAP line; exit status as ``mtcnn-caffe eval``."""
     from mtcnn_caffe.evaluation.reports import voc_report
 
     return report_and_exit(lambda: voc_report(args.pred, args.voc, args.set, args.out, args.labels, args.strict))
