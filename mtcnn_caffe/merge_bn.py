@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from .atomic import write_bytes_atomic
 
 #: Layers whose output is linear per output channel, hence able to absorb a BatchNorm.
 FOLDABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
@@ -251,27 +252,6 @@ def caffe_shape_equals(net_shape: Sequence[int], blob: Any) -> bool:
     if _is_legacy_blob(blob):
         return len(net_shape) <= 4 and (1,) * (4 - len(net_shape)) + net_shape == blob_shape(blob)
     return net_shape == blob_shape(blob)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def net_to_text(net: Any) -> str:
@@ -941,7 +921,7 @@ def _stage_outputs(out_model: Path, out_weights: Path, new_net: Any, new_weights
     staged = []
     for path, data in ((out_model, net_to_text(new_net).encode()), (out_weights, new_weights.SerializeToString())):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        _write_atomic(tmp, data)
+        write_bytes_atomic(tmp, data)
         staged.append(tmp)
     return staged[0], staged[1]
 

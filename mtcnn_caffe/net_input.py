@@ -26,10 +26,13 @@ def images_to_blob(images_bgr: np.ndarray) -> np.ndarray:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) BGR images, got shape {images.shape}")
-    rgb = images[..., ::-1].astype(np.float32)
-    rgb = (rgb - PIXEL_MEAN) * PIXEL_SCALE
-    # (N, H, W, C) -> (N, C, W, H): channels first, then the MATLAB transpose.
-    return np.ascontiguousarray(rgb.transpose(0, 3, 2, 1))
+    # BGR -> RGB, then (N, H, W, C) -> (N, C, W, H): channels first and the MATLAB transpose.
+    # One pass over the (strided) view into a contiguous float32 blob: this runs on every pyramid level.
+    view = images[..., ::-1].transpose(0, 3, 2, 1)
+    blob = np.empty(view.shape, dtype=np.float32)
+    np.subtract(view, np.float32(PIXEL_MEAN), out=blob, dtype=np.float32)
+    blob *= np.float32(PIXEL_SCALE)
+    return blob
 
 
 def blob_to_images(blob: np.ndarray) -> np.ndarray:

