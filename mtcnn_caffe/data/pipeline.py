@@ -1,0 +1,308 @@
+"""Run a sample generator over many images: parallel, deterministic, streaming, resumable.
+
+Output directory of a generator (``--out DIR``)::
+
+    DIR/manifest.json          what made it (generator, size, seed, inputs, parameters)
+    DIR/shards/NNNNN.bin       samples of images [N*C, (N+1)*C) as raw sample_dtype(size) records
+    DIR/shards/NNNNN.json      that chunk's counts; written last: it marks the chunk complete
+    DIR/stats.json             totals, written when every chunk is complete
+
+* Deterministic: image ``i`` draws from ``numpy.random.default_rng([seed, i])`` whatever
+  process handles it, and results are written in image order, so ``-j`` changes nothing.
+* Streaming: each image's samples are appended to the open shard as they arrive; memory
+  holds a few images' samples at most.
+* Resumable: a re-run with the same arguments skips chunks whose ``.json`` exists and
+  redoes any other (a ``.bin.partial`` of an interrupted chunk is discarded).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from .records import SAMPLE_FORMAT, count_labels, sample_dtype
+
+#: Keys every generator's stats.json has (integers; 0 where not applicable).
+STATS_KEYS = ("pos", "part", "neg", "landmark", "skipped_faces", "failed_images")
+SHARDS = "shards"
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+
+
+@dataclass
+class ItemResult:
+    """What a task returns for one image (or one face)."""
+
+    samples: np.ndarray
+    skipped: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
+
+
+class Task(Protocol):
+    """A per-image sample generator (picklable: it travels to spawned workers)."""
+
+    kind: str
+    size: int
+
+    def __len__(self) -> int: ...
+    def config(self) -> dict[str, Any]: ...
+    def setup(self) -> None: ...
+    def run(self, index: int, rng: np.random.Generator) -> ItemResult: ...
+
+
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of item ``index``: depends on (seed, index) only, never on the worker."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class OutputMismatchError(RuntimeError):
+    """``--out`` holds the output of a different command (would mix samples)."""
+
+
+def prepare_output(out_dir: Path, manifest: dict[str, Any], overwrite: bool = False) -> None:
+    """Create ``out_dir`` with its manifest, or check that a previous run used the same arguments."""
+    path = out_dir / MANIFEST
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != manifest:
+            keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise OutputMismatchError(
+                f"{out_dir} holds samples made with other arguments (differs in: {', '.join(keys)}); "
+                "use another --out, or --overwrite to start over")
+        return
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
+        for name in (STATS, MANIFEST):
+            (out_dir / name).unlink(missing_ok=True)
+    (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, manifest)
+
+
+def _chunk_paths(out_dir: Path, chunk: int) -> tuple[Path, Path]:
+    base = out_dir / SHARDS / f"{chunk:05d}"
+    return base.with_suffix(".bin"), base.with_suffix(".json")
+
+
+# ----------------------------------------------------------------------------- workers
+_WORKER_TASK: Task | None = None
+_WORKER_SEED = 0
+_WORKER_ERROR: BaseException | None = None
+
+
+def _init_worker(task: Task, seed: int, single_thread: bool = False) -> None:
+    global _WORKER_TASK, _WORKER_SEED, _WORKER_ERROR
+    if single_thread:  # one of several worker processes: no thread pools of its own
+        import cv2
+
+        cv2.setNumThreads(1)
+    try:
+        task.setup()
+    except Exception as exc:  # noqa: BLE001 - a failing Pool initializer would be respawned forever;
+        _WORKER_ERROR = exc   # keep the error and raise it with the first item instead
+    _WORKER_TASK, _WORKER_SEED = task, seed
+
+
+def _run_item(index: int) -> tuple[int, ItemResult]:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
+    assert _WORKER_TASK is not None
+    return index, _WORKER_TASK.run(index, image_rng(_WORKER_SEED, index))
+
+
+_SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def parallel_items(task: Task, indices: Sequence[int], jobs: int, seed: int) -> Iterator[tuple[int, ItemResult]]:
+    """``(index, result)`` in the order of ``indices``; ``jobs > 1`` uses spawned processes.
+
+    Workers are spawned (not forked: Caffe/OpenBLAS threads do not survive a fork) with
+    single-threaded BLAS so ``-j`` processes share the cores without oversubscription.
+    """
+    if jobs <= 1 or len(indices) <= 1:
+        _init_worker(task, seed)
+        for index in indices:
+            yield _run_item(index)
+        return
+    import multiprocessing
+
+    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
+    os.environ.update({k: "1" for k in _SINGLE_THREAD_ENV})
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(jobs, initializer=_init_worker, initargs=(task, seed, True)) as pool:
+            yield from pool.imap(_run_item, indices, chunksize=1)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ----------------------------------------------------------------------------- runner
+def default_jobs() -> int:
+    """All cores this process may use."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _chunk_stats(labels: Counter, skipped: Counter, failures: list[str], images: int) -> dict[str, Any]:
+    return {"labels": dict(labels), "skipped": dict(skipped), "failures": failures, "images": images}
+
+
+def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | None = None, chunk_images: int = 64,
+                  overwrite: bool = False, progress: bool = True, extra_stats: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Generate the samples of every item of ``task`` into ``out_dir``; returns the stats written."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    jobs = default_jobs() if not jobs or jobs < 1 else jobs
+    manifest = {"format": SAMPLE_FORMAT, "generator": task.kind, "size": task.size, "seed": int(seed),
+                "items": len(task), "chunk_images": int(chunk_images), "config": task.config()}
+    prepare_output(out_dir, manifest, overwrite)
+    (out_dir / STATS).unlink(missing_ok=True)  # stats.json appears only when everything is complete
+    n_chunks = (len(task) + chunk_images - 1) // chunk_images
+    todo = [c for c in range(n_chunks) if not _chunk_paths(out_dir, c)[1].is_file()]
+    indices = [i for c in todo for i in range(c * chunk_images, min((c + 1) * chunk_images, len(task)))]
+    started = time.time()
+    made = 0
+    bar = tqdm(total=len(task), initial=len(task) - len(indices), desc=f"{task.kind} {task.size}",
+               unit="img", disable=not progress, dynamic_ncols=True)
+    current, handle = -1, None
+    labels, skipped, failures, images = Counter(), Counter(), [], 0
+    try:
+        for index, result in parallel_items(task, indices, jobs, seed):
+            chunk = index // chunk_images
+            if chunk != current:
+                current = chunk
+                bin_path = _chunk_paths(out_dir, chunk)[0]
+                handle = open(bin_path.with_name(bin_path.name + ".partial"), "wb")
+                labels, skipped, failures, images = Counter(), Counter(), [], 0
+            handle.write(result.samples.tobytes())
+            labels.update(count_labels(result.samples["label"]))
+            skipped.update(result.skipped)
+            if result.failure:
+                failures.append(result.failure)
+            images += 1
+            made += len(result.samples)
+            bar.update(1)
+            last_of_chunk = min((chunk + 1) * chunk_images, len(task)) - 1
+            if index == last_of_chunk:
+                _finish_chunk(out_dir, chunk, handle, _chunk_stats(labels, skipped, failures, images))
+                handle = None
+    finally:
+        bar.close()
+        if handle is not None:
+            handle.close()
+    seconds = time.time() - started
+    stats = collect_stats(out_dir, n_chunks)
+    stats.update({"size": task.size, "generator": task.kind, "seed": int(seed), "jobs": jobs,
+                  "seconds_this_run": round(seconds, 3), "samples_this_run": made,
+                  "images_this_run": len(indices),
+                  "samples_per_second": round(made / seconds, 1) if seconds > 0 and made else 0.0})
+    stats.update(extra_stats or {})
+    write_json_atomic(out_dir / STATS, stats)
+    return stats
+
+
+def _finish_chunk(out_dir: Path, chunk: int, handle, stats: dict[str, Any]) -> None:
+    bin_path, json_path = _chunk_paths(out_dir, chunk)
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    os.replace(bin_path.with_name(bin_path.name + ".partial"), bin_path)
+    write_json_atomic(json_path, stats)  # the commit marker of this chunk
+
+
+def collect_stats(out_dir: Path, n_chunks: int) -> dict[str, Any]:
+    """Totals over all chunk files of ``out_dir``."""
+    labels, skipped, failures, images = Counter(), Counter(), [], 0
+    for chunk in range(n_chunks):
+        data = json.loads(_chunk_paths(out_dir, chunk)[1].read_text())
+        labels.update(data["labels"])
+        skipped.update(data["skipped"])
+        failures.extend(data["failures"])
+        images += data["images"]
+    stats: dict[str, Any] = {k: int(labels.get(k, 0)) for k in ("pos", "part", "neg", "landmark")}
+    stats.update({"skipped_faces": int(sum(skipped.values())), "failed_images": len(failures),
+                  "skipped_faces_by_reason": dict(sorted(skipped.items())), "failed_image_list": failures,
+                  "images": images, "samples": int(sum(labels.values()))})
+    return stats
+
+
+# ----------------------------------------------------------------------------- reading a generator's output
+@dataclass
+class SampleDir:
+    """A finished generator output directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    shards: list[Path]
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return sample_dtype(self.size)
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads((self.path / STATS).read_text())
+
+    def shard_count(self, shard: Path) -> int:
+        nbytes = shard.stat().st_size
+        if nbytes % self.dtype.itemsize:
+            raise ValueError(f"{shard}: {nbytes} bytes is not a whole number of {self.size}px samples")
+        return nbytes // self.dtype.itemsize
+
+    def read_shard(self, shard: Path) -> np.ndarray:
+        """All samples of one shard (a copy; shards are small)."""
+        return np.fromfile(shard, dtype=self.dtype)
+
+    def iter_samples(self) -> Iterator[np.ndarray]:
+        """Sample arrays shard by shard."""
+        for shard in self.shards:
+            yield self.read_shard(shard)
+
+
+def open_sample_dir(path: str | Path) -> SampleDir:
+    """Open a generator output; it must be complete (its stats.json exists)."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{path} is not a sample directory (no {MANIFEST}); run a prepare_data generator first")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != SAMPLE_FORMAT:
+        raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected {SAMPLE_FORMAT!r}")
+    if not (path / STATS).is_file():
+        raise RuntimeError(f"{path} is incomplete (no {STATS}): "
+                           "re-run its generator with the same arguments to finish it")
+    n_chunks = (int(manifest["items"]) + int(manifest["chunk_images"]) - 1) // int(manifest["chunk_images"])
+    shards = [_chunk_paths(path, c)[0] for c in range(n_chunks)]
+    missing = [str(s) for s in shards if not s.is_file()]
+    if missing:
+        raise RuntimeError(f"{path}: missing shard files {missing[:3]}")
+    return SampleDir(path, manifest, shards)
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """A dataclass of parameters as a JSON-friendly dict (for manifests)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()}

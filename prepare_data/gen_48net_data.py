@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""O-Net (48x48) random positive/part/negative crops from WIDER FACE (combine with hard examples)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from mtcnn_caffe.data.cli import random_crops_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(random_crops_main(48))
