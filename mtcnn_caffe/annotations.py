@@ -11,10 +11,11 @@ reader).
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Iterator, TypeVar
+from typing import Callable, ClassVar, Generic, Iterator, TypeVar
 
 import numpy as np
 
@@ -46,32 +47,133 @@ class Parsed(Generic[T]):
         return len(self.items)
 
 
-class _Problems:
-    """Collects or raises parse problems depending on strictness."""
+@dataclass
+class ProblemLog:
+    """Skip-and-count bookkeeping shared by every reader: ``problems`` (skipped input, as
+    ``file:line: reason``) and informational ``notes``.
 
-    def __init__(self, path: Path, strict: bool, errors: list[str]):
-        self.path, self.strict, self.errors = path, strict, errors
+    ``strict=True`` turns the first problem into an :attr:`error` (:class:`AnnotationError`
+    here; the evaluators' subclass raises their own error type). Notes never raise.
+    """
 
-    def report(self, line_no: int, reason: str) -> None:
-        message = f"{self.path}:{line_no}: {reason}"
+    strict: bool = False
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: ClassVar[type[Exception]] = AnnotationError
+
+    def report(self, message: str) -> None:
+        """Record a skipped input (or raise it in strict mode)."""
         if self.strict:
-            raise AnnotationError(message)
-        self.errors.append(message)
+            raise self.error(message)
+        self.problems.append(message)
+
+    def report_line(self, path: str | Path, line_no: int, reason: str) -> None:
+        """:meth:`report` ``path:line_no: reason``."""
+        self.report(f"{path}:{line_no}: {reason}")
+
+    def note(self, message: str) -> None:
+        """Record something the user should know that does not invalidate the run."""
+        self.notes.append(message)
+
+    def as_dict(self) -> dict:
+        """``{"problems": [...], "notes": [...]}`` for a JSON summary."""
+        return {"problems": list(self.problems), "notes": list(self.notes)}
+
+    def summary_lines(self, limit: int = 10) -> list[str]:
+        """Human-readable lines: the first ``limit`` problems and notes, then counts."""
+        lines = []
+        for kind, items in (("problem", self.problems), ("note", self.notes)):
+            lines += [f"{kind}: {m}" for m in items[:limit]]
+            if len(items) > limit:
+                lines.append(f"... {len(items) - limit} more {kind}s (all listed in the JSON summary)")
+        return lines
 
 
-def _floats(tokens: list[str], count: int, what: str) -> np.ndarray:
+def parse_numbers(tokens: list[str], count: int, what: str) -> list[float]:
+    """The first ``count`` tokens as finite floats, or ``ValueError`` saying why not."""
     if len(tokens) < count:
-        raise ValueError(f"expected {count} numbers for {what}, found {len(tokens)}")
-    values = np.array([float(t) for t in tokens[:count]], dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"non-finite number in {what}")
+        raise ValueError(f"expected {count} numbers ({what}), found {len(tokens)}")
+    try:
+        values = [float(t) for t in tokens[:count]]
+    except ValueError:
+        raise ValueError(f"not a number in {what}: {' '.join(tokens[:count])!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"non-finite value (NaN or inf) in {what}: {' '.join(tokens[:count])!r}")
     return values
 
 
-def _read_lines(path: Path) -> list[str]:
+def _floats(tokens: list[str], count: int, what: str) -> np.ndarray:
+    return np.array(parse_numbers(tokens, count, what), dtype=np.float64)
+
+
+def read_text_lines(path: str | Path, what: str = "annotation file",
+                    missing: type[Exception] = FileNotFoundError) -> list[str]:
+    """Lines of a UTF-8 text file (undecodable bytes replaced); a missing file raises ``missing``
+    with the message ``<what> not found: <path>``."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise missing(f"{what} not found: {path}")
     return path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def read_xml_root(path: str | Path, what: str = "annotation file", missing: type[Exception] = FileNotFoundError,
+                  error: type[Exception] = AnnotationError) -> ET.Element:
+    """Root element of an XML file; a missing file raises ``missing`` (``<what> not found: <path>``),
+    a parse error ``error`` (``path:line: XML does not parse: ...``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing(f"{what} not found: {path}")
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise error(f"{path}:{exc.position[0]}: XML does not parse: {exc}") from exc
+
+
+def read_counted_blocks(path: str | Path, lines: list[str], problems: ProblemLog,
+                        parse_row: Callable[[list[str]], T], *, dummy_row_when_empty: bool = False,
+                        count_label: str = "count", rows_label: str = "lines") -> Iterator[tuple[str, list[T]]]:
+    """Yield ``(name, rows)`` of the ``name line / count line / count rows`` blocks of ``lines``.
+
+    The layout of WIDER FACE ground truth and of FDDB folds and detections.
+    Blank name lines are skipped. ``parse_row(tokens)`` raises ``ValueError`` for a
+    bad row, which is reported as ``path:line: image 'name': reason`` and left out;
+    a bad count line skips that block. ``dummy_row_when_empty``: a count of 0 is
+    still followed by one (ignored) row, as in the WIDER FACE ground-truth files.
+    ``count_label``/``rows_label`` name the count line and the rows in messages.
+    """
+    i = 0
+    while i < len(lines):
+        name = lines[i].strip()
+        i += 1
+        if not name:
+            continue
+        if i >= len(lines):
+            problems.report_line(path, i, f"image {name!r} has no {count_label.replace(' ', '-')} line")
+            return
+        try:
+            count = int(lines[i].strip())
+            if count < 0:
+                raise ValueError
+        except ValueError:
+            problems.report_line(path, i + 1, f"{count_label} {lines[i].strip()!r} of image {name!r} "
+                                              "is not a non-negative integer")
+            i += 1
+            continue
+        i += 1
+        rows = []
+        for _ in range(max(count, 1) if dummy_row_when_empty else count):
+            if i >= len(lines):
+                problems.report_line(path, i, f"image {name!r}: file ends before its {count} {rows_label}")
+                break
+            line_no, tokens = i + 1, lines[i].split()
+            i += 1
+            if count == 0:  # the dummy row
+                continue
+            try:
+                rows.append(parse_row(tokens))
+            except ValueError as exc:
+                problems.report_line(path, line_no, f"image {name!r}: {exc}")
+        yield name, rows
 
 
 # --------------------------------------------------------------------------- WIDER FACE
@@ -101,48 +203,20 @@ def read_wider_gt(path: str | Path, strict: bool = False) -> Parsed[WiderImage]:
     face whose attribute columns are missing gets zeros (older releases).
     """
     path = Path(path)
-    lines = _read_lines(path)
+    lines = read_text_lines(path)
     result: Parsed[WiderImage] = Parsed()
-    problems = _Problems(path, strict, result.errors)
-    i = 0
-    while i < len(lines):
-        name = lines[i].strip()
-        i += 1
-        if not name:
-            continue
-        if i >= len(lines):
-            problems.report(i, f"image {name!r} has no face-count line")
-            break
-        try:
-            count = int(lines[i].strip())
-            if count < 0:
-                raise ValueError
-        except ValueError:
-            problems.report(i + 1, f"face count {lines[i].strip()!r} of image {name!r} is not a non-negative integer")
-            i += 1
-            continue
-        i += 1
-        boxes, attrs = [], []
-        for _ in range(max(count, 1)):  # count 0 still has one dummy line
-            if i >= len(lines):
-                problems.report(i, f"image {name!r}: file ends before its {count} face lines")
-                break
-            tokens = lines[i].split()
-            line_no = i + 1
-            i += 1
-            if count == 0:
-                continue
-            try:
-                box = _floats(tokens, 4, "x y w h")
-                attr = [int(float(t)) for t in tokens[4:10]] + [0] * (6 - len(tokens[4:10]))
-            except ValueError as exc:
-                problems.report(line_no, f"image {name!r}: {exc}")
-                continue
-            boxes.append(box)
-            attrs.append(attr)
-        result.items.append(
-            WiderImage(name, np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(attrs, dtype=np.int64).reshape(-1, 6))
-        )
+    problems = ProblemLog(strict, result.errors)
+
+    def face(tokens: list[str]) -> tuple[np.ndarray, list[int]]:
+        box = _floats(tokens, 4, "x y w h")
+        return box, [int(float(t)) for t in tokens[4:10]] + [0] * (6 - len(tokens[4:10]))
+
+    blocks = read_counted_blocks(path, lines, problems, face, dummy_row_when_empty=True,
+                                 count_label="face count", rows_label="face lines")
+    for name, faces in blocks:
+        boxes = np.array([box for box, _ in faces], dtype=np.float64).reshape(-1, 4)
+        attrs = np.array([attr for _, attr in faces], dtype=np.int64).reshape(-1, 6)
+        result.items.append(WiderImage(name, boxes, attrs))
     return result
 
 
@@ -164,8 +238,8 @@ def read_landmark_list(path: str | Path, strict: bool = False) -> Parsed[Landmar
     """
     path = Path(path)
     result: Parsed[LandmarkFace] = Parsed()
-    problems = _Problems(path, strict, result.errors)
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    problems = ProblemLog(strict, result.errors)
+    for line_no, line in enumerate(read_text_lines(path), start=1):
         tokens = line.split()
         if not tokens:
             continue
@@ -174,11 +248,11 @@ def read_landmark_list(path: str | Path, strict: bool = False) -> Parsed[Landmar
             if len(tokens) > 15:
                 raise ValueError(f"expected 15 fields, found {len(tokens)}")
         except ValueError as exc:
-            problems.report(line_no, str(exc))
+            problems.report_line(path, line_no, str(exc))
             continue
         left, right, top, bottom = values[:4]
         if right <= left or bottom <= top:
-            problems.report(line_no, f"empty box l={left} r={right} t={top} b={bottom}")
+            problems.report_line(path, line_no, f"empty box l={left} r={right} t={top} b={bottom}")
             continue
         result.items.append(
             LandmarkFace(tokens[0].replace("\\", "/"), np.array([left, top, right, bottom]), values[4:].reshape(5, 2))
@@ -186,10 +260,10 @@ def read_landmark_list(path: str | Path, strict: bool = False) -> Parsed[Landmar
     return result
 
 
-def _celeba_table(path: Path, columns: int, problems: _Problems) -> dict[str, tuple[int, np.ndarray]]:
+def _celeba_table(path: Path, columns: int, problems: ProblemLog) -> dict[str, tuple[int, np.ndarray]]:
     """CelebA list file: count line, header line, then ``image v1 .. vK`` rows."""
     table: dict[str, tuple[int, np.ndarray]] = {}
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(read_text_lines(path), start=1):
         tokens = line.split()
         if line_no <= 2 or not tokens:  # count and column header
             continue
@@ -198,7 +272,7 @@ def _celeba_table(path: Path, columns: int, problems: _Problems) -> dict[str, tu
                 raise ValueError(f"expected {columns + 1} fields, found {len(tokens)}")
             table[tokens[0]] = (line_no, _floats(tokens[1:], columns, "values"))
         except ValueError as exc:
-            problems.report(line_no, str(exc))
+            problems.report_line(path, line_no, str(exc))
     return table
 
 
@@ -207,16 +281,16 @@ def read_celeba(bbox_path: str | Path, landmarks_path: str | Path, strict: bool 
     ``list_landmarks_celeba.txt`` (5 points, same order as ours), joined by image name."""
     bbox_path, landmarks_path = Path(bbox_path), Path(landmarks_path)
     result: Parsed[LandmarkFace] = Parsed()
-    box_problems = _Problems(bbox_path, strict, result.errors)
-    boxes = _celeba_table(bbox_path, 4, box_problems)
-    points = _celeba_table(landmarks_path, 10, _Problems(landmarks_path, strict, result.errors))
+    problems = ProblemLog(strict, result.errors)
+    boxes = _celeba_table(bbox_path, 4, problems)
+    points = _celeba_table(landmarks_path, 10, problems)
     for name, (line_no, xywh) in boxes.items():
         if name not in points:
-            box_problems.report(line_no, f"image {name!r} has no row in {landmarks_path.name}")
+            problems.report_line(bbox_path, line_no, f"image {name!r} has no row in {landmarks_path.name}")
             continue
         x, y, w, h = xywh
         if w <= 0 or h <= 0:
-            box_problems.report(line_no, f"empty box w={w} h={h}")
+            problems.report_line(bbox_path, line_no, f"empty box w={w} h={h}")
             continue
         result.items.append(LandmarkFace(name, np.array([x, y, x + w, y + h]), points[name][1].reshape(5, 2)))
     return result
@@ -239,13 +313,8 @@ def read_imglab_xml(path: str | Path, strict: bool = False) -> Parsed[ImglabImag
     """Read an imglab XML with 68-point faces (iBUG 300-W numbering, parts ``00``..``67``)."""
     path = Path(path)
     result: Parsed[ImglabImage] = Parsed()
-    problems = _Problems(path, strict, result.errors)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise AnnotationError(f"{path}:{exc.position[0]}: XML does not parse: {exc}") from exc
+    problems = ProblemLog(strict, result.errors)
+    root = read_xml_root(path)
     for image in root.iter("image"):
         boxes, points = [], []
         for box in image.iter("box"):
@@ -259,7 +328,7 @@ def read_imglab_xml(path: str | Path, strict: bool = False) -> Parsed[ImglabImag
                         raise ValueError(f"part name {idx} outside 0..67")
                     pts[idx] = float(part.get("x")), float(part.get("y"))
             except (TypeError, ValueError) as exc:
-                problems.report(getattr(box, "sourceline", 0) or 0, f"image {image.get('file')!r}: bad box: {exc}")
+                problems.report_line(path, getattr(box, "sourceline", 0) or 0, f"image {image.get('file')!r}: bad box: {exc}")
                 continue
             boxes.append([left, top, left + width, top + height])
             points.append(pts)

@@ -2,20 +2,22 @@
 submission files, drawn images). The ``mtcnn-caffe detect`` command and ``scripts/demo.py`` are thin
 wrappers over :func:`run_detection`.
 
-Every output is written atomically (temporary file + ``os.replace``): an
-interrupted run never leaves a half-written file that looks complete.
+Every output is written atomically (:mod:`mtcnn_caffe.atomic`: temporary file + ``os.replace``):
+an interrupted run never leaves a half-written file that looks complete.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 import numpy as np
+
+from .atomic import atomic_path, write_text_atomic
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
 
@@ -96,20 +98,6 @@ def read_image(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- outputs
-def _atomic_write_text(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def face_record(path: Path, image: np.ndarray, faces) -> dict:
     """The JSON line of one image: ``{"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}``."""
     return {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
@@ -128,7 +116,7 @@ def wider_submission_text(name: str, faces) -> str:
 def write_wider_result(out_dir: Path, image_path: Path, faces) -> Path:
     """``out_dir/<event>/<name>.txt`` for an image at ``.../<event>/<name>.jpg``."""
     target = Path(out_dir) / image_path.resolve().parent.name / f"{image_path.stem}.txt"
-    _atomic_write_text(target, wider_submission_text(image_path.stem, faces))
+    write_text_atomic(target, wider_submission_text(image_path.stem, faces))
     return target
 
 
@@ -155,45 +143,26 @@ def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces) -> Pat
     target = Path(out_dir) / rel_name
     if target.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
         target = target.with_suffix(".png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-    if not cv2.imwrite(str(tmp), draw_faces(image, faces)):
-        raise OSError(f"{target}: cannot write image")
-    os.replace(tmp, target)
+    with atomic_path(target, suffix=target.suffix) as tmp:  # OpenCV picks the format from the extension
+        if not cv2.imwrite(str(tmp), draw_faces(image, faces)):
+            raise OSError(f"{target}: cannot write image")
     return target
 
 
-class _JsonLines:
-    """JSON lines to a file (made visible atomically on :meth:`commit`) or to stdout (``-``)."""
+@contextmanager
+def _json_lines(target: str | None) -> Iterator[Callable[[dict], None]]:
+    """A ``write(record)`` appending JSON lines to ``target`` (``-``: stdout; None: nowhere).
 
-    def __init__(self, target: str | None):
-        self.target, self._tmp, self._stream = target, None, None
-        if target is None:
-            return
-        if target == "-":
-            self._stream = sys.stdout
-            return
-        out = Path(target)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        self._stream = os.fdopen(fd, "w")
-
-    def write(self, record: dict) -> None:
-        if self._stream is not None:
-            self._stream.write(json.dumps(record) + "\n")
-
-    def commit(self) -> None:
-        if self._tmp is not None:
-            self._stream.close()
-            os.chmod(self._tmp, 0o644)
-            os.replace(self._tmp, self.target)
-            self._tmp = None
-
-    def abort(self) -> None:
-        if self._tmp is not None:
-            self._stream.close()
-            os.unlink(self._tmp)
-            self._tmp = None
+    A file is written under a temporary name (:func:`mtcnn_caffe.atomic.atomic_path`) and
+    appears only when the block ends without an exception.
+    """
+    if target is None:
+        yield lambda record: None
+    elif target == "-":
+        yield lambda record: sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as stream:
+            yield lambda record: stream.write(json.dumps(record) + "\n")
 
 
 # --------------------------------------------------------------------------- the run
@@ -207,8 +176,7 @@ def run_detection(detector, inputs: Iterable[str], json_out: str | None = None, 
     images = expand_inputs(inputs, summary.failures)
     for message in summary.failures:
         print(f"error: {message}", file=err)
-    sink = _JsonLines(json_out)
-    try:
+    with _json_lines(json_out) as write_record:
         for item in tqdm(images, desc="detect", unit="img", disable=not progress or len(images) < 2, file=err):
             try:
                 image = read_image(item.path)
@@ -219,13 +187,9 @@ def run_detection(detector, inputs: Iterable[str], json_out: str | None = None, 
             faces = detector.detect(image)
             summary.images += 1
             summary.faces += len(faces)
-            sink.write(face_record(item.path, image, faces))
+            write_record(face_record(item.path, image, faces))
             if wider_out:
                 write_wider_result(Path(wider_out), item.path, faces)
             if draw_out:
                 write_drawing(Path(draw_out), item.rel_name, image, faces)
-    except BaseException:
-        sink.abort()
-        raise
-    sink.commit()
     return summary

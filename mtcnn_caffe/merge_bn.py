@@ -23,8 +23,9 @@ reported with its reason; patterns that make the deploy net itself suspect
 (:func:`verify_nets`) and reports the differences of every output blob.
 
 Weights are handled as protobuf messages (``caffe.proto.caffe_pb2``) and checked
-against the prototxt in Python first, so a mismatch gives an error naming the
-layer instead of a Caffe ``CHECK`` abort. Folding is computed in float64 and
+against the prototxt in Python first (:mod:`mtcnn_caffe.caffe_model`, the same
+checks the detector's weight loading uses), so a mismatch gives an error naming
+the layer instead of a Caffe ``CHECK`` abort. Folding is computed in float64 and
 stored as float32. Outputs are written atomically (temporary file + rename).
 """
 from __future__ import annotations
@@ -33,13 +34,27 @@ import math
 import os
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .atomic import write_bytes_atomic
+from .caffe_model import (  # noqa: F401  (read_caffemodel, weights_by_layer, blob_shape: part of this API)
+    CaffeModelError,
+    PrototxtParseError,
+    blob_shape,
+    caffe_pb2,
+    is_legacy_blob,
+    load_net_with_weights,
+    mismatch_message,
+    read_caffemodel,
+    read_net_prototxt,
+    weight_problems,
+    weights_by_layer,
+)
 
 #: Layers whose output is linear per output channel, hence able to absorb a BatchNorm.
 FOLDABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
@@ -150,79 +165,28 @@ class MergeResult:
 
 
 # --------------------------------------------------------------------------- protobuf I/O
-def _caffe_pb2() -> Any:
-    from .caffe_env import import_caffe
-
-    import_caffe()
-    from caffe.proto import caffe_pb2  # noqa: WPS433 (after the quiet Caffe import)
-
-    return caffe_pb2
+@contextmanager
+def _refused() -> Iterator[None]:
+    """Re-raise the checks of :mod:`mtcnn_caffe.caffe_model` as :class:`MergeBNError`."""
+    try:
+        yield
+    except CaffeModelError as exc:
+        raise MergeBNError(str(exc)) from exc
 
 
 def read_prototxt(path: str | Path) -> Any:
-    """Parse a text prototxt into a ``NetParameter``; a parse error names the file and line."""
-    from google.protobuf import text_format
-
-    path = Path(path)
-    raw = _read_file(path, "prototxt")
-    if b"\x00" in raw[:4096]:
-        raise MergeBNError(f"{path}: this is a binary file (a .caffemodel?), not a text prototxt; "
-                           "pass the network description as the model and the .caffemodel as the weights")
-    text = raw.decode("utf-8", errors="replace")
-    net = _caffe_pb2().NetParameter()
+    """Parse a text prototxt into a ``NetParameter``; a parse error names the file and line, and says
+    first when the file looks like a train/test net (those often use fields this Caffe lacks)."""
     try:
-        text_format.Merge(text, net)
-    except text_format.ParseError as exc:
-        signs = _train_test_signs_in_text(text)
-        if signs:  # say the real problem first: train/test nets often use fields this Caffe lacks
-            raise MergeBNError(_train_test_message(path, signs) + f" (This file does not parse here either: {exc})") from exc
-        raise MergeBNError(f"{path}: not a valid Caffe prototxt: {exc}") from exc
-    return net
-
-
-def read_caffemodel(path: str | Path) -> Any:
-    """Parse a binary ``.caffemodel`` into a ``NetParameter``."""
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    raw = _read_file(path, "weights")
-    net = _caffe_pb2().NetParameter()
-    try:
-        net.ParseFromString(raw)
-    except DecodeError as exc:
-        hint = " (it looks like a text prototxt)" if raw[:200].lstrip().startswith((b"name", b"layer", b"input")) else ""
-        raise MergeBNError(f"{path}: not a binary Caffe .caffemodel{hint}: {exc}") from exc
-    if not len(net.layer) and not len(net.layers):
-        raise MergeBNError(f"{path}: no layers in this weights file (empty or not a .caffemodel)")
-    return net
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise MergeBNError(f"{what} file not found: {path}")
-    return path.read_bytes()
-
-
-def weights_by_layer(weights_net: Any) -> dict[str, list[Any]]:
-    """Layer name -> its ``BlobProto`` list (new-style ``layer`` and legacy V1 ``layers``).
-
-    When a name repeats, the last one wins, as in Caffe's ``CopyTrainedLayersFrom``.
-    """
-    found: dict[str, list[Any]] = {}
-    for layer in list(weights_net.layers) + list(weights_net.layer):
-        found[layer.name] = list(layer.blobs)
-    return found
-
-
-def blob_shape(blob: Any) -> tuple[int, ...]:
-    """Shape stored in a ``BlobProto`` (legacy num/channels/height/width when present, as Caffe reads it)."""
-    if _is_legacy_blob(blob):
-        return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width))
-    return tuple(int(d) for d in blob.shape.dim)
-
-
-def _is_legacy_blob(blob: Any) -> bool:
-    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+        return read_net_prototxt(path)
+    except PrototxtParseError as exc:
+        signs = _train_test_signs_in_text(exc.text)
+        if signs:
+            raise MergeBNError(_train_test_message(path, signs) + f" (This file does not parse here either: "
+                               f"{exc.__cause__})") from exc
+        raise MergeBNError(str(exc)) from exc
+    except CaffeModelError as exc:
+        raise MergeBNError(str(exc)) from exc
 
 
 def blob_to_array(blob: Any) -> np.ndarray:
@@ -236,22 +200,14 @@ def blob_to_array(blob: Any) -> np.ndarray:
 
 def array_to_blob(array: np.ndarray, like: Any | None = None) -> Any:
     """A float32 ``BlobProto`` holding ``array``, with the same shape style (legacy or not) as ``like``."""
-    blob = _caffe_pb2().BlobProto()
+    blob = caffe_pb2().BlobProto()
     data = np.ascontiguousarray(array, dtype=np.float32)
-    if like is not None and _is_legacy_blob(like):
+    if like is not None and is_legacy_blob(like):
         blob.num, blob.channels, blob.height, blob.width = blob_shape(like)
     else:
         blob.shape.dim.extend(int(d) for d in data.shape)
     blob.data.extend(data.ravel().tolist())
     return blob
-
-
-def caffe_shape_equals(net_shape: Sequence[int], blob: Any) -> bool:
-    """Caffe's ``Blob::ShapeEquals``: legacy blobs compare right-aligned, padded with 1s to 4-D."""
-    net_shape = tuple(int(d) for d in net_shape)
-    if _is_legacy_blob(blob):
-        return len(net_shape) <= 4 and (1,) * (4 - len(net_shape)) + net_shape == blob_shape(blob)
-    return net_shape == blob_shape(blob)
 
 
 def net_to_text(net: Any) -> str:
@@ -470,65 +426,18 @@ def plan_folds(net: Any, path: str | Path = "<net>") -> FoldPlan:
 
 
 # --------------------------------------------------------------------------- weight checks
-def expected_blob_count(layer: Any) -> int | None:
-    """Number of learned blobs Caffe creates for ``layer``, or None for types checked only by Caffe's shapes."""
-    kind = layer.type
-    if kind in ("Convolution", "Deconvolution"):
-        return 1 + int(layer.convolution_param.bias_term)
-    if kind == "InnerProduct":
-        return 1 + int(layer.inner_product_param.bias_term)
-    if kind == "BatchNorm":
-        return 3
-    if kind == "Scale":
-        return int(len(layer.bottom) == 1) + int(layer.scale_param.bias_term)
-    if kind == "Bias":
-        return int(len(layer.bottom) == 1)
-    if kind in ("PReLU", "Normalize"):
-        return 1
-    if kind in ("ReLU", "ReLU6", "Pooling", "Concat", "Eltwise", "Softmax", "Flatten", "Reshape", "Permute",
-                "PriorBox", "DetectionOutput", "Input", "Dropout", "Sigmoid", "TanH", "Split", "Slice", "Crop",
-                "LRN", "Power", "Upsample", "Interp", "ArgMax"):
-        return 0
-    return None
-
-
-def _mismatch_hint(layer: Any, expected: int, found: int) -> str:
-    if layer.type in ("Convolution", "Deconvolution", "InnerProduct") and abs(expected - found) == 1:
-        field_name = "convolution_param" if layer.type != "InnerProduct" else "inner_product_param"
-        has_bias = expected == 2
-        return (f" (the prototxt says {field_name} bias_term: {str(has_bias).lower()}, the weights "
-                f"{'have no' if has_bias else 'have a'} bias)")
-    if layer.type == "Scale" and abs(expected - found) == 1:
-        return " (check scale_param bias_term)"
-    return ""
-
-
-def check_weights(net: Any, weights: dict[str, list[Any]], model_path: str | Path, weights_path: str | Path,
-                  plan: FoldPlan | None = None) -> None:
-    """Check in Python that ``weights`` belong to ``net``: every learned layer present, blob counts right,
-    and the shapes the fold relies on consistent. Raises :class:`MergeBNError` listing the problems."""
-    where = f"{weights_path} vs {model_path}"
-    problems = []
-    for layer in net.layer:
-        expected = expected_blob_count(layer)
-        blobs = weights.get(layer.name)
-        if expected and not blobs:
-            problems.append(f"layer '{layer.name}' ({layer.type}) has no weights in the .caffemodel "
-                            "(renamed layer, or weights of another network?)")
-        elif blobs is not None and expected is not None and len(blobs) != expected:
-            problems.append(f"layer '{layer.name}' ({layer.type}): the prototxt expects {expected} blob(s), the "
-                            f".caffemodel has {len(blobs)}{_mismatch_hint(layer, expected, len(blobs))}")
-        for k, blob in enumerate(blobs or ()):
-            stored = len(blob.double_data) or len(blob.data)
-            if stored != math.prod(blob_shape(blob)):
-                problems.append(f"layer '{layer.name}' blob {k}: {stored} values for shape {blob_shape(blob)}")
+def check_fold_weights(net: Any, weights: dict[str, list[Any]], model_path: str | Path, weights_path: str | Path,
+                       plan: FoldPlan | None = None) -> None:
+    """Check in Python that ``weights`` belong to ``net`` (:func:`mtcnn_caffe.caffe_model.weight_problems`:
+    every learned layer present, blob counts right) and, given a ``plan``, that the shapes the folds rely on
+    are consistent. Raises :class:`MergeBNError` listing the problems."""
+    problems = weight_problems(net, weights)
     if not problems and plan is not None:
         by_name = {layer.name: layer for layer in net.layer}
         for fold in plan.folds:
             problems.extend(_fold_shape_problems(fold, by_name, weights))
     if problems:
-        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        raise MergeBNError(f"{where}: the weights do not match the prototxt:\n  " + "\n  ".join(shown))
+        raise MergeBNError(mismatch_message(model_path, weights_path, problems))
 
 
 def _output_channels(layer: Any) -> int:
@@ -650,7 +559,7 @@ def _fold_blobs(conv: Any, bn: Any, scale: Any | None, weights: dict[str, list[A
 
 def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[Any, Any]:
     """Apply ``plan``: the folded deploy ``NetParameter`` and the folded weights ``NetParameter``."""
-    pb2 = _caffe_pb2()
+    pb2 = caffe_pb2()
     removed = {f.batch_norm for f in plan.folds} | {f.scale for f in plan.folds if f.scale}
     folds = {f.layer: f for f in plan.folds}
     by_name = {layer.name: layer for layer in net.layer}
@@ -685,42 +594,11 @@ def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[A
 # --------------------------------------------------------------------------- Caffe nets
 def load_caffe_net(model: str | Path, weights: str | Path, net: Any | None = None,
                    weight_blobs: dict[str, list[Any]] | None = None) -> Any:
-    """A ``caffe.Net`` (TEST phase) with its weights, checked in Python before Caffe sees them.
-
-    Layer types and blob shapes are compared with what Caffe infers from the
-    prototxt, so a mismatch raises :class:`MergeBNError` naming the layer instead
-    of aborting the process in a Caffe ``CHECK``.
-    """
-    from .caffe_env import import_caffe
-
-    caffe = import_caffe()
+    """A ``caffe.Net`` (TEST phase) with its weights, checked in Python before Caffe sees them
+    (:func:`mtcnn_caffe.caffe_model.load_net_with_weights`); a problem raises :class:`MergeBNError`."""
     net = read_prototxt(model) if net is None else net
-    weight_blobs = weights_by_layer(read_caffemodel(weights)) if weight_blobs is None else weight_blobs
-    known = set(caffe.layer_type_list())
-    unknown = sorted({f"'{layer.name}' ({layer.type})" for layer in net.layer if layer.type not in known})
-    if unknown:
-        raise MergeBNError(f"{model}: layer type(s) this Caffe build does not have: {', '.join(unknown)}")
-    _dataflow(net, model)  # every bottom produced before use
-    built = caffe.Net(str(model), caffe.TEST)
-    problems = []
-    for name, layer in zip(built._layer_names, built.layers):
-        params = list(layer.blobs)
-        stored = weight_blobs.get(name)
-        if stored is None:
-            if params:
-                problems.append(f"layer '{name}' has parameters but no weights in the .caffemodel")
-            continue
-        if len(stored) != len(params):
-            problems.append(f"layer '{name}': Caffe creates {len(params)} blob(s), the .caffemodel has {len(stored)}")
-            continue
-        for k, (param, blob) in enumerate(zip(params, stored)):
-            if not caffe_shape_equals(param.data.shape, blob):
-                problems.append(f"layer '{name}' blob {k}: the prototxt gives shape {tuple(param.data.shape)}, "
-                                f"the .caffemodel {blob_shape(blob)}")
-    if problems:
-        raise MergeBNError(f"{weights} vs {model}: the weights do not match the prototxt:\n  " + "\n  ".join(problems))
-    built.copy_from(str(weights))
-    return built
+    with _refused():
+        return load_net_with_weights(model, weights, net, weight_blobs)
 
 
 def _parse_mean(mean: float | Sequence[float], channels: int) -> np.ndarray:
@@ -891,10 +769,11 @@ def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | Non
     net = read_prototxt(model)
     check_deploy_net(net, model)
     _check_output_paths(model, weights, out_model, out_weights)
-    blobs = weights_by_layer(read_caffemodel(weights))
-    check_weights(net, blobs, model, weights)
+    with _refused():
+        blobs = weights_by_layer(read_caffemodel(weights))
+    check_fold_weights(net, blobs, model, weights)
     plan = plan_folds(net, model)
-    check_weights(net, blobs, model, weights, plan)
+    check_fold_weights(net, blobs, model, weights, plan)
     new_net, new_weights = fold_net(net, blobs, plan)
     result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
     staged = _stage_outputs(out_model, out_weights, new_net, new_weights)

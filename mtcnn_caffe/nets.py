@@ -18,11 +18,11 @@ The ``*_body`` builders are reusable for training nets (``fillers=True``).
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text_atomic
 
 STAGES = ("det1", "det2", "det3")
 STAGE_TITLES = {"det1": "PNet", "det2": "RNet", "det3": "ONet"}
@@ -143,17 +143,7 @@ def deploy_prototxt_text(stage: str) -> str:
 
 def write_deploy_prototxts(directory: str | Path) -> list[Path]:
     """Write ``det1/det2/det3.prototxt`` into ``directory`` (atomically) and return their paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stage in STAGES:
-        target = directory / f"{stage}.prototxt"
-        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as tmp:
-            tmp.write(deploy_prototxt_text(stage))
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, target)
-        written.append(target)
-    return written
+    return [write_text_atomic(Path(directory) / f"{stage}.prototxt", deploy_prototxt_text(stage)) for stage in STAGES]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,17 +18,19 @@ Default weights
 
 Checking weights
     A ``.caffemodel`` whose blobs do not fit the prototxt makes Caffe abort the
-    process. :func:`check_weights` compares them in Python first and raises
+    process. :func:`check_weights` compares them in Python first (with the
+    project's one implementation, :mod:`mtcnn_caffe.caffe_model`) and raises
     :class:`WeightsMismatchError` naming the layer.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
+from .caffe_model import CaffeModelError, check_weight_files, load_net
 from .nets import STAGES
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "prototxt" / "mtcnn"
@@ -38,7 +40,7 @@ NPY_ASSET = ("mtcnn", "mtcnn/data/mtcnn_weights.npy")
 NPY_KEYS = {"det1": "pnet", "det2": "rnet", "det3": "onet"}
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(CaffeModelError):
     """A weights file that does not fit its prototxt (the message names the layer)."""
 
 
@@ -68,69 +70,15 @@ def stage_files(weights_dir: str | Path, stage: str) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- checks
-def _blob_shape(blob) -> tuple[int, ...]:
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width))
-
-
-def _shapes_equal(expected: tuple[int, ...], found: tuple[int, ...], legacy: bool) -> bool:
-    if not legacy:
-        return expected == found
-    # Old-style 4-D blobs are compared right-aligned, padded with 1s (Caffe's LegacyShape).
-    return len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == found
-
-
-def read_caffemodel_blobs(caffemodel: str | Path) -> dict[str, list[tuple[tuple[int, ...], bool, int]]]:
-    """Per layer name, its blobs as ``(shape, legacy_shape, number_of_values)``, parsed in Python."""
-    from .caffe_env import import_caffe
-
-    caffe_pb2 = import_caffe().proto.caffe_pb2
-    model = caffe_pb2.NetParameter()
-    try:
-        model.ParseFromString(Path(caffemodel).read_bytes())
-    except Exception as exc:  # protobuf's DecodeError, or a truncated file
-        raise WeightsMismatchError(f"{caffemodel}: not a Caffe weights file ({exc})") from exc
-    layers = {}
-    for layer in list(model.layer) + list(model.layers):
-        layers[layer.name] = [
-            (_blob_shape(b), not b.HasField("shape"), len(b.data) or len(b.double_data)) for b in layer.blobs
-        ]
-    return layers
-
-
-def prototxt_param_shapes(prototxt: str | Path) -> dict[str, list[tuple[int, ...]]]:
-    """Per layer with learned parameters, the blob shapes the prototxt asks for (net built in TEST phase)."""
-    from google.protobuf import text_format
-
-    from .caffe_env import import_caffe
-
-    caffe = import_caffe()
-    try:
-        text_format.Merge(Path(prototxt).read_text(), caffe.proto.caffe_pb2.NetParameter())
-    except text_format.ParseError as exc:
-        raise WeightsMismatchError(f"{prototxt}: prototxt does not parse: {exc}") from exc
-    net = caffe.Net(str(prototxt), caffe.TEST)
-    return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
-
-
 def check_weights(prototxt: str | Path, caffemodel: str | Path) -> None:
-    """Raise :class:`WeightsMismatchError` (naming the layer) unless every learned layer of
-    ``prototxt`` has blobs of the right shapes in ``caffemodel``; extra layers in the model are fine."""
-    expected = prototxt_param_shapes(prototxt)
-    found = read_caffemodel_blobs(caffemodel)
-    for name, shapes in expected.items():
-        where = f"{caffemodel} vs {prototxt}: layer {name!r}"
-        if name not in found:
-            raise WeightsMismatchError(f"{where}: no such layer in the weights file")
-        blobs = found[name]
-        if len(blobs) != len(shapes):
-            raise WeightsMismatchError(f"{where}: prototxt expects {len(shapes)} blobs, weights file has {len(blobs)}")
-        for k, (shape, (got, legacy, count)) in enumerate(zip(shapes, blobs)):
-            if not _shapes_equal(shape, got, legacy):
-                raise WeightsMismatchError(f"{where} blob {k}: prototxt expects shape {shape}, weights file has {got}")
-            if count != int(np.prod(got)):
-                raise WeightsMismatchError(f"{where} blob {k}: {count} values for shape {got}")
+    """Raise :class:`WeightsMismatchError` (naming the layer) unless ``caffemodel`` fits ``prototxt``:
+    every learned layer present with blobs of the shapes Caffe creates, no blobs for layers without
+    parameters; extra layers in the weights file are fine. Done in Python with
+    :func:`mtcnn_caffe.caffe_model.check_weight_files`, so Caffe never aborts on a mismatch."""
+    try:
+        check_weight_files(prototxt, caffemodel)
+    except CaffeModelError as exc:
+        raise WeightsMismatchError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- conversion
@@ -152,10 +100,10 @@ def _to_caffe(array: np.ndarray, kind: str, caffe_shape: tuple[int, ...], bottom
 def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: str | Path) -> None:
     """Fill the deploy net of ``prototxt`` with the TensorFlow-layout ``arrays`` (in layer order) and
     save ``caffemodel`` atomically. Raises :class:`WeightsMismatchError` naming the first layer that does not fit."""
-    from .caffe_env import import_caffe
-
-    caffe = import_caffe()
-    net = caffe.Net(str(prototxt), caffe.TEST)
+    try:
+        net = load_net(prototxt)
+    except CaffeModelError as exc:
+        raise WeightsMismatchError(str(exc)) from exc
     remaining = list(arrays)
     for index, name in enumerate(net._layer_names):
         blobs = net.layers[index].blobs
@@ -174,16 +122,8 @@ def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: st
             blob.data[...] = value
     if remaining:
         raise WeightsMismatchError(f"{prototxt}: {len(remaining)} arrays left over after the last layer")
-    caffemodel = Path(caffemodel)
-    fd, tmp = tempfile.mkstemp(dir=caffemodel.parent, suffix=".caffemodel.tmp")
-    os.close(fd)
-    try:
-        net.save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, caffemodel)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(caffemodel, suffix=".caffemodel") as tmp:
+        net.save(str(tmp))
 
 
 def load_default_npy(path: str | Path | None = None) -> dict[str, list[np.ndarray]]:

@@ -6,10 +6,12 @@ import pytest
 
 from mtcnn_caffe.annotations import (
     AnnotationError,
+    ProblemLog,
     inter_ocular_distance,
     landmarks_68_to_5,
     read_celeba,
     read_imglab_xml,
+    read_counted_blocks,
     read_landmark_list,
     read_wider_gt,
 )
@@ -44,6 +46,28 @@ def test_wider_reader_parses_and_reports_bad_lines(tmp_path):
     assert parsed.errors[1].startswith(f"{path}:12:")
     with pytest.raises(AnnotationError, match=r"gt.txt:9:"):
         read_wider_gt(path, strict=True)
+
+
+def test_counted_blocks_dummy_row_rule_and_problems(tmp_path):
+    """The one name/count/rows reader: WIDER ground truth has a dummy row after a count of 0, FDDB does not."""
+    lines = ["img1", "0", "9 9", "img2", "1", "1 2", "", "img3", "2", "3 x"]
+
+    def pair(tokens: list[str]) -> tuple[float, float]:
+        return float(tokens[0]), float(tokens[1])
+
+    problems = ProblemLog()
+    with_dummy = list(read_counted_blocks("f.txt", lines, problems, pair, dummy_row_when_empty=True))
+    assert with_dummy == [("img1", []), ("img2", [(1.0, 2.0)]), ("img3", [])]
+    assert problems.problems == ["f.txt:10: image 'img3': could not convert string to float: 'x'",
+                                 "f.txt:10: image 'img3': file ends before its 2 lines"]
+    problems = ProblemLog()
+    without = list(read_counted_blocks("f.txt", lines, problems, pair))
+    # Without the dummy row, "9 9" is read as the next image name and "img2" as its (bad) count, and so on.
+    assert [name for name, _ in without] == ["img1", "img3"]
+    assert problems.problems[:2] == ["f.txt:4: count 'img2' of image '9 9' is not a non-negative integer",
+                                     "f.txt:6: count '1 2' of image '1' is not a non-negative integer"]
+    with pytest.raises(AnnotationError, match=r"^f\.txt:4: "):
+        list(read_counted_blocks("f.txt", lines, ProblemLog(strict=True), pair))
 
 
 def test_wider_reader_empty_and_missing_file(tmp_path):

@@ -39,6 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..annotations import read_counted_blocks
 from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
 from .curves import value_at_or_below
 
@@ -48,41 +49,15 @@ FOLD_PATTERN = "FDDB-fold-{:02d}-ellipseList.txt"
 
 # --------------------------------------------------------------------------- readers
 def _read_blocks(path: Path, columns: int, what: str, problems: ProblemLog, check) -> dict[str, np.ndarray]:
-    """Read ``name / count / rows`` blocks; ``check(row)`` raises ValueError on bad rows."""
-    lines = read_text_lines(path, what)
+    """Read ``name / count / rows`` blocks (:func:`mtcnn_caffe.annotations.read_counted_blocks`, no dummy
+    row after a count of 0); ``check(row)`` raises ValueError on bad rows. A repeated image is reported."""
+    def parse_row(tokens: list[str]) -> list[float]:
+        row = parse_numbers(tokens, columns, what)
+        check(row)
+        return row
+
     blocks: dict[str, np.ndarray] = {}
-    i = 0
-    while i < len(lines):
-        name = lines[i].strip()
-        i += 1
-        if not name:
-            continue
-        if i >= len(lines):
-            problems.report(f"{path}:{i}: image {name!r} has no count line")
-            break
-        try:
-            count = int(lines[i].strip())
-            if count < 0:
-                raise ValueError
-        except ValueError:
-            problems.report(f"{path}:{i + 1}: count {lines[i].strip()!r} of image {name!r} is not a non-negative integer")
-            i += 1
-            continue
-        i += 1
-        rows = []
-        for _ in range(count):
-            if i >= len(lines):
-                problems.report(f"{path}:{i}: image {name!r}: file ends before its {count} lines")
-                break
-            line_no, tokens = i + 1, lines[i].split()
-            i += 1
-            try:
-                row = parse_numbers(tokens, columns, what)
-                check(row)
-            except ValueError as exc:
-                problems.report(f"{path}:{line_no}: image {name!r}: {exc}")
-                continue
-            rows.append(row)
+    for name, rows in read_counted_blocks(path, read_text_lines(path, what), problems, parse_row):
         if name in blocks:
             problems.report(f"{path}: image {name!r} appears twice; its second block is skipped")
             continue

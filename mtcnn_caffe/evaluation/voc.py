@@ -19,13 +19,13 @@ one non-difficult object in the evaluated set (the others are listed with AP
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from ..annotations import read_xml_root
 from ..boxes import iou_matrix
 from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
 from .curves import ranked_precision_recall, voc_ap_11_point, voc_ap_all_point
@@ -49,12 +49,7 @@ class VocObjects:
 def read_voc_xml(path: str | Path) -> VocObjects:
     """Objects of a VOC annotation XML (missing ``difficult`` = 0)."""
     path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"VOC annotation not found: {path}")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise EvaluationError(f"{path}:{exc.position[0]}: XML does not parse: {exc}") from exc
+    root = read_xml_root(path, "VOC annotation", missing=EvaluationError, error=EvaluationError)
     classes, boxes, difficult = [], [], []
     for k, obj in enumerate(root.iter("object")):
         try:
