@@ -3,7 +3,8 @@
 
 * 12-net sample generation (``prepare_data/gen_12net_data.py``) with ``-j 1`` and ``-j 2``;
 * hard-example mining for the 24-net (``prepare_data/gen_hard_example.py --stage 24``, P-Net
-  with the default weights, Caffe and OpenCV DNN backends) with ``-j 1`` and ``-j 2``;
+  with the default weights, Caffe and OpenCV DNN backends) and for the 48-net (P-Net + R-Net,
+  Caffe), each with ``-j 1`` and ``-j 2``;
 * decoding a training LMDB batch: this toolkit's fixed-size records vs. the same samples as
   Caffe ``Datum`` protobufs (what a Caffe ``Data`` layer would read).
 
@@ -92,6 +93,27 @@ def bench_generator(script: str, extra: list[str], images: int, jobs: int, out: 
             "peak_rss_one_mib": one / 1024, "out": out}
 
 
+def _write_datum_lmdb(records, path: Path) -> Path:
+    """The same samples as Caffe Datum protobufs (crop as CHW bytes, label, targets as float_data)."""
+    import lmdb
+    import numpy as np
+
+    from mtcnn_caffe.caffe_env import import_caffe
+
+    import_caffe()
+    from caffe.proto import caffe_pb2
+
+    env = lmdb.open(str(path), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        for i, r in enumerate(records):
+            d = caffe_pb2.Datum(channels=3, height=12, width=12, data=r["image"].transpose(2, 0, 1).tobytes(),
+                                label=int(r["label"]))
+            d.float_data.extend(np.concatenate([r["bbox"], r["landmark"]]).tolist())
+            txn.put(b"%010d" % i, d.SerializeToString())
+    env.close()
+    return path
+
+
 def bench_decode(sample_dir: Path, tmp: Path, batch: int = 256, rounds: int = 40) -> dict:
     """Records/s decoding batches into net input: raw records vs Datum protobufs."""
     import lmdb
@@ -102,23 +124,13 @@ def bench_decode(sample_dir: Path, tmp: Path, batch: int = 256, rounds: int = 40
     from mtcnn_caffe.data.lmdb_io import RecordReader
     from mtcnn_caffe.net_input import images_to_blob
 
-    caffe = import_caffe()
+    import_caffe()
     from caffe.proto import caffe_pb2
 
     pack.pack_stage(12, [sample_dir], tmp / "pack", ratio="all", progress=False)
     reader = RecordReader(tmp / "pack")
     n = min(len(reader), batch * rounds)
-    # The same samples as Datum protobufs (crop as CHW bytes, label in the Datum, targets as float_data).
-    datum_path = tmp / "datum.lmdb"
-    records = reader.read(0, n)
-    env = lmdb.open(str(datum_path), map_size=1 << 30)
-    with env.begin(write=True) as txn:
-        for i, r in enumerate(records):
-            d = caffe_pb2.Datum(channels=3, height=12, width=12, data=r["image"].transpose(2, 0, 1).tobytes(),
-                                label=int(r["label"]))
-            d.float_data.extend(np.concatenate([r["bbox"], r["landmark"]]).tolist())
-            txn.put(b"%010d" % i, d.SerializeToString())
-    env.close()
+    datum_path = _write_datum_lmdb(reader.read(0, n), tmp / "datum.lmdb")
 
     def ours() -> None:
         for start in range(0, n, batch):
@@ -177,6 +189,7 @@ def main() -> int:
             ("mining 24 (P-Net, Caffe)", "gen_hard_example.py", ["--stage", "24"], args.mine_images),
             ("mining 24 (P-Net, OpenCV DNN)", "gen_hard_example.py", ["--stage", "24", "--backend", "opencv"],
              args.mine_images),
+            ("mining 48 (P+R-Net, Caffe)", "gen_hard_example.py", ["--stage", "48"], args.mine_images),
         )):
             results = [bench_generator(script, extra, images, jobs, tmp / f"case{case}_j{jobs}") for jobs in (1, 2)]
             for r in results:

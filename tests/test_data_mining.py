@@ -8,8 +8,8 @@ import pytest
 from mtcnn_caffe.annotations import read_wider_gt
 from mtcnn_caffe.boxes import iou_matrix
 from mtcnn_caffe.data.crops import DISCARD, crop_resized
-from mtcnn_caffe.data.mining import MiningParams, label_detections
-from mtcnn_caffe.data.pipeline import open_sample_dir
+from mtcnn_caffe.data.mining import MINING_PNET_TILE, MiningParams, TiledDetector, label_detections
+from mtcnn_caffe.data.pipeline import image_rng, open_sample_dir
 from mtcnn_caffe.data.records import NEGATIVE, PART, POSITIVE
 from mtcnn_caffe.data.tasks import HardExampleTask, generate
 from mtcnn_caffe.data.wider import select_faces
@@ -78,35 +78,68 @@ def test_hard_example_task_with_stand_in_detector(tmp_path):
     np.testing.assert_allclose(back[regress], samples["face_box"][regress], atol=1e-3)
 
 
+class TileRecorder:
+    """Records the P-Net tile side in force when ``detect_arrays`` runs (no Caffe claimed)."""
+
+    def __init__(self, fail: bool = False):
+        self.seen: list[int] = []
+        self.fail = fail
+
+    def detect_arrays(self, image_bgr, stages=3):
+        from mtcnn_caffe import detector
+
+        self.seen.append(detector.PNET_TILE)
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.zeros((0, 5)), np.zeros((0, 5, 2))
+
+
+def test_tiled_detector_lowers_the_pnet_tile_only_during_the_call():
+    from mtcnn_caffe import detector
+
+    before = detector.PNET_TILE
+    recorder = TileRecorder()
+    TiledDetector(recorder, tile=64).detect_arrays(np.zeros((8, 8, 3), np.uint8), stages=1)
+    TiledDetector(recorder, tile=before + 100).detect_arrays(np.zeros((8, 8, 3), np.uint8), stages=1)
+    assert recorder.seen == [64, before] and detector.PNET_TILE == before  # never raised above the default
+    with pytest.raises(RuntimeError, match="boom"):
+        TiledDetector(TileRecorder(fail=True), tile=64).detect_arrays(np.zeros((8, 8, 3), np.uint8))
+    assert detector.PNET_TILE == before  # restored after an error too
+
+
 @pytest.mark.slow
 def test_mining_with_the_real_detector_matches_its_crops(shared_dir, caffe, tmp_path):
-    """24-net hard examples from the real P-Net (default weights): labels by IoU, and each crop is
-    exactly the patch the detector itself feeds R-Net for that box."""
+    """24-net hard examples from the real P-Net (default weights, tiled for memory): exactly the
+    labelled detections of the untiled detector, and each crop is the patch the detector itself
+    feeds R-Net for that box."""
     import cv2
 
-    from mtcnn_caffe import MtcnnDetector, tools
+    from mtcnn_caffe import MtcnnDetector, detector as detector_module, tools
 
     root = shared_dir / "data" / "wider_train_subset"
     anno, images = root / "wider_face_split" / "wider_face_train_bbx_gt.txt", root / "WIDER_train" / "images"
     task = HardExampleTask(anno, images, 24, MiningParams(), limit=2)
     stats = generate(task, tmp_path / "h24", seed=0, jobs=1, progress=False)
     assert stats["failed_images"] == 0 and stats["neg"] > 0 and stats["pos"] + stats["part"] > 0
+    assert detector_module.PNET_TILE > MINING_PNET_TILE  # the wrapper restored the default
     samples = np.concatenate(list(open_sample_dir(tmp_path / "h24").iter_samples()))
     items = read_wider_gt(anno).items
-    detector = MtcnnDetector()
+    untiled = MtcnnDetector()
     for idx in range(2):
         mine = samples[samples["image_index"] == idx]
         image = cv2.imread(str(images / items[idx].name))
+        assert max(image.shape[:2]) * 12 / 20 > MINING_PNET_TILE  # first pyramid level really is tiled
         sel = select_faces(items[idx], 20)
+        boxes, _ = untiled.detect_arrays(image, stages=1)
+        crops, labels, _, ious = label_detections(boxes, sel, image_rng(0, idx), MiningParams())
+        np.testing.assert_array_equal(mine["crop_box"], crops)
+        np.testing.assert_array_equal(mine["label"], labels)
         best = iou_matrix(mine["crop_box"], sel.boxes).max(axis=1)
+        np.testing.assert_allclose(best, ious, rtol=1e-6)
         lab = mine["label"]
         assert (best[lab == NEGATIVE] < 0.3).all() and (best[lab == POSITIVE] >= 0.65).all()
         assert ((best[lab == PART] >= 0.4) & (best[lab == PART] < 0.65)).all()
         # the inclusive 1-based box the detector crops for R-Net = our continuous box + (1, 1, 0, 0)
         one_based = mine["crop_box"].astype(np.float64) + [1, 1, 0, 0]
         np.testing.assert_array_equal(mine["image"], tools.crop_patches(image, one_based, 24))
-        # and those boxes are among what the detector returns at stage 1
-        boxes, _ = detector.detect_arrays(image, stages=1)
-        det = {tuple(b) for b in np.trunc(boxes[:, :4] + 1) - 1}
-        assert all(tuple(c) in det for c in (mine["crop_box"] - [0, 0, 1, 1]).astype(np.float64))
-    np.testing.assert_array_equal(mine["image"][0], crop_resized(image, mine["crop_box"][0], 24))
+        np.testing.assert_array_equal(mine["image"][0], crop_resized(image, mine["crop_box"][0], 24))

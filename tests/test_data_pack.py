@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,24 +103,32 @@ def test_interrupted_pack_resumes_and_never_looks_complete(sample_dirs, tmp_path
     with RecordReader(tmp_path / "ref") as reader:
         reference = reader.read(0, len(reader))
     real_read = pack.read_planned
-    calls = {"n": 0}
-
-    def failing_read(plan, start, stop):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # the user presses Ctrl-C in the middle
-        return real_read(plan, start, stop)
-
-    monkeypatch.setattr(pack, "read_planned", failing_read)
-    plan_args = dict(ratio="all", seed=1, progress=False)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        plan = pack.make_plan([open_sample_dir(d) for d in sample_dirs], None, 1, None)
-        pack.write_lmdb(plan, out, block=100, progress=False)
-    assert not (out / "data.lmdb").exists() and (out / "data.lmdb.partial").is_dir()
+
+    def interrupted_run() -> None:
+        calls = {"n": 0}
+
+        def failing_read(plan, start, stop):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt  # the user presses Ctrl-C in the middle
+            return real_read(plan, start, stop)
+
+        monkeypatch.setattr(pack, "read_planned", failing_read)
+        with pytest.raises(KeyboardInterrupt):
+            plan = pack.make_plan([open_sample_dir(d) for d in sample_dirs], None, 1, None)
+            pack.write_lmdb(plan, out, block=100, progress=False)
+        monkeypatch.setattr(pack, "read_planned", real_read)
+        assert not (out / "data.lmdb").exists() and (out / "data.lmdb.partial").is_dir()
+
+    plan_args = dict(ratio="all", seed=1, progress=False)
+    interrupted_run()
     with pytest.raises((FileNotFoundError, ValueError)):
         RecordReader(out / "data.lmdb.partial")  # no meta record: not mistaken for a finished LMDB
-    monkeypatch.setattr(pack, "read_planned", real_read)
+    stats = pack.pack_stage(12, sample_dirs, out, overwrite=True, **plan_args)
+    assert stats["records_written_this_run"] == len(reference)  # --overwrite: the partial copy was discarded
+    shutil.rmtree(out / "data.lmdb")
+    interrupted_run()
     stats = pack.pack_stage(12, sample_dirs, out, **plan_args)
     assert stats["records_written_this_run"] == len(reference) - 200  # two blocks of 100 were kept
     assert not (out / "data.lmdb.partial").exists()
@@ -132,6 +141,9 @@ def test_pack_refuses_wrong_stage_and_incomplete_dirs(sample_dirs, tmp_path):
         pack.pack_stage(24, sample_dirs, tmp_path / "x", progress=False)
     with pytest.raises(FileNotFoundError, match="not a sample directory"):
         pack.pack_stage(12, [tmp_path], tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="nothing to write"):
+        pack.pack_stage(12, sample_dirs, tmp_path / "x", lmdb=False, imdb=False, progress=False)
+    assert not (tmp_path / "x" / "stats.json").exists()
 
 
 def test_decode_records_is_a_view_of_concatenated_values():

@@ -15,7 +15,7 @@ from mtcnn_caffe.boxes import iou_matrix, iou_one_to_many
 from mtcnn_caffe.data.crops import DISCARD, box_targets, crop_resized, detector_crop_boxes, label_crops
 from mtcnn_caffe.data.landmarks import LandmarkParams, landmarks_to_image
 from mtcnn_caffe.data.pipeline import STATS_KEYS, OutputMismatchError, open_sample_dir
-from mtcnn_caffe.data.records import LANDMARK, NEGATIVE, PART, POSITIVE, sample_dtype
+from mtcnn_caffe.data.records import LANDMARK, NEGATIVE, PART, POSITIVE, record_dtype, sample_dtype
 from mtcnn_caffe.data.tasks import LandmarkTask, WiderCropTask, generate
 from mtcnn_caffe.data.wider import CropParams, select_faces
 
@@ -238,6 +238,13 @@ def test_same_samples_for_any_jobs_and_resume_after_interruption(tmp_path):
     assert not (out / "shards" / "00001.bin.partial").exists()
     with pytest.raises(OutputMismatchError, match="seed"):
         generate(task, out, jobs=1, seed=99, progress=False, chunk_images=2)
+    # a damaged output is an error naming the file and line, not a JSON traceback
+    (out / "shards" / "00002.json").write_text('{"labels": {}\n  "images": 1}')
+    with pytest.raises(ValueError, match=r"00002\.json:2: not valid JSON"):
+        generate(task, out, jobs=1, **run)  # the chunk counts as done; its totals cannot be read
+    (out / "manifest.json").write_text("{")
+    with pytest.raises(ValueError, match=r"manifest\.json:1: not valid JSON"):
+        open_sample_dir(out)
 
 
 # --------------------------------------------------------------------------- landmark samples
@@ -299,9 +306,13 @@ def test_landmark_samples_on_shared_set(shared_dir, tmp_path):
     _check_landmark_samples(all_samples(tmp_path / "l12"), read_landmark_list(root / "trainImageList.txt").items, 12)
 
 
-def test_sample_dtype_is_packed_and_sized():
-    assert sample_dtype(12)["image"].shape == (12, 12, 3)
-    assert sample_dtype(48).fields["label"][1] == 0  # label first, then targets, then the crop
+def test_record_and_sample_dtypes_are_packed_and_sized():
+    for s in (12, 24, 48):
+        record = record_dtype(s)
+        assert record.itemsize == 60 + 3 * s * s  # the documented size: no padding
+        assert [record.fields[k][1] for k in ("label", "bbox", "landmark", "image")] == [0, 4, 20, 60]
+        assert sample_dtype(s)["image"].shape == (s, s, 3)
+        assert sample_dtype(s).names[:4] == record.names  # a sample starts with its record's fields
 
 
 def test_landmark_samples_from_celeba_layout(tmp_path):

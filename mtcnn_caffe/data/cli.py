@@ -8,12 +8,12 @@ import sys
 from typing import Any, Callable
 
 
-def add_common_args(parser: argparse.ArgumentParser, jobs_help: str = "worker processes (default: all cores)") -> None:
+def add_common_args(parser: argparse.ArgumentParser, jobs_help: str = "worker processes (default: all cores)",
+                    limit_help: str = "use only the first N images of the annotation") -> None:
     """The options every generator accepts (other tools call them by these names)."""
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (created; re-running continues it)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="use only the first N images (or faces; gen_net_imdb: at most N samples)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help=limit_help)
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; results do not depend on -j")
     parser.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help=jobs_help)
     parser.add_argument("--overwrite", action="store_true", help="discard what --out holds instead of continuing it")
@@ -68,10 +68,12 @@ def random_crops_main(size: int, argv: list[str] | None = None) -> int:
                     "of WIDER FACE images, with box regression targets.")
     add_common_args(parser)
     add_wider_args(parser)
-    parser.add_argument("--neg-per-image", type=int, default=50, help="random negatives per image (default 50)")
-    parser.add_argument("--neg-per-face", type=int, default=5,
+    parser.add_argument("--neg-per-image", type=int, default=50, metavar="N",
+                        help="random negatives per image (default 50)")
+    parser.add_argument("--neg-per-face", type=int, default=5, metavar="N",
                         help="tries for negatives overlapping each face (default 5)")
-    parser.add_argument("--tries-per-face", type=int, default=20, help="jittered pos/part tries per face (default 20)")
+    parser.add_argument("--tries-per-face", type=int, default=20, metavar="N",
+                        help="jittered pos/part tries per face (default 20)")
     args = parser.parse_args(argv)
     from .tasks import WiderCropTask, generate
 
@@ -92,7 +94,7 @@ def landmark_main(argv: list[str] | None = None) -> int:
         description="Landmark samples (label -2) from a 5-point list (path l r t b x1 y1 ... x5 y5): shifted crops "
                     "with IoU>0.65, random mirror (left/right swapped) and small rotations; landmarks normalised "
                     "to the crop.")
-    add_common_args(parser)
+    add_common_args(parser, limit_help="use only the first N faces of the list")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--list", metavar="TXT",
                         help="5-point list, e.g. trainImageList.txt (paths relative to --images)")
@@ -100,10 +102,12 @@ def landmark_main(argv: list[str] | None = None) -> int:
                         help="CelebA layout instead: list_bbox_celeba.txt list_landmarks_celeba.txt")
     parser.add_argument("--images", required=True, metavar="ROOT", help="directory the image paths start from")
     parser.add_argument("--size", type=int, required=True, choices=(12, 24, 48), help="crop size of the stage")
-    parser.add_argument("--tries", type=int, default=10, help="shifted crops tried per face (default 10)")
-    parser.add_argument("--mirror-prob", type=float, default=0.5, help="chance of a mirrored copy per crop")
-    parser.add_argument("--rotate-prob", type=float, default=0.5, help="chance of a rotated copy per crop")
-    parser.add_argument("--max-angle", type=float, default=15.0, help="largest rotation, degrees (default 15)")
+    parser.add_argument("--tries", type=int, default=10, metavar="N", help="shifted crops tried per face (default 10)")
+    parser.add_argument("--mirror-prob", type=float, default=0.5, metavar="P",
+                        help="chance of a mirrored copy per crop")
+    parser.add_argument("--rotate-prob", type=float, default=0.5, metavar="P", help="chance of a rotated copy per crop")
+    parser.add_argument("--max-angle", type=float, default=15.0, metavar="DEG",
+                        help="largest rotation, degrees (default 15)")
     args = parser.parse_args(argv)
     from .tasks import LandmarkTask, generate
 
@@ -126,20 +130,23 @@ def hard_example_main(argv: list[str] | None = None, stage: int | None = None) -
     parser = argparse.ArgumentParser(
         description=f"Hard examples: run the previous stage(s) of the detector ({which}) over WIDER FACE images "
                     "and label each detection by IoU with the faces (pos >= 0.65, part 0.4-0.65, neg < 0.3).")
-    add_common_args(parser)
+    add_common_args(parser, jobs_help="worker processes (default: all cores); each loads its own nets "
+                                      "(0.25-0.4 GiB each on WIDER images: pick -j by memory)")
     add_wider_args(parser)
     if stage is None:
         parser.add_argument("--stage", type=int, required=True, choices=(24, 48), help="the stage the samples are for")
     parser.add_argument("--weights-dir", "--weights", dest="weights", default=None, metavar="DIR",
                         help="det1/det2 .prototxt + .caffemodel to mine with (default: the toolkit's default weights)")
-    parser.add_argument("--det-min-size", type=float, default=20.0, help="detector minimum face size (default 20)")
-    parser.add_argument("--factor", type=float, default=0.709, help="detector pyramid factor (default 0.709)")
+    parser.add_argument("--det-min-size", type=float, default=20.0, metavar="PX",
+                        help="detector minimum face size (default 20)")
+    parser.add_argument("--factor", type=float, default=0.709, metavar="F",
+                        help="detector pyramid factor (default 0.709)")
     parser.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7), metavar=("P", "R", "O"),
                         help="detector score thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--backend", choices=("caffe", "opencv"), default="caffe",
-                        help="run the detector's nets in Caffe (default) or OpenCV DNN "
-                             "(same nets, faster, less memory)")
-    parser.add_argument("--max-neg-per-image", type=int, default=60, help="cap on negatives per image (default 60)")
+                        help="run the detector's nets in Caffe (default) or OpenCV DNN (same nets, faster)")
+    parser.add_argument("--max-neg-per-image", type=int, default=60, metavar="N",
+                        help="cap on negatives per image (default 60)")
     args = parser.parse_args(argv)
     size = stage if stage is not None else args.stage
     from .tasks import HardExampleTask, generate
@@ -161,7 +168,8 @@ def net_imdb_main(argv: list[str] | None = None) -> int:
         description="Combine generator outputs of one stage into the training LMDB (DIR/data.lmdb, one fixed-size "
                     "record per sample: label, 4 box targets, 10 landmark targets, uint8 BGR crop) and, with "
                     "--imdb, the seed's cls.imdb/roi.imdb/pts.imdb pickles.")
-    add_common_args(parser, jobs_help="accepted for uniformity; packing is one sequential stream")
+    add_common_args(parser, jobs_help="accepted like every generator's, but unused: packing is one sequential, "
+                                      "disk-bound stream of LMDB transactions")
     parser.add_argument("--stage", type=int, required=True, choices=(12, 24, 48), help="crop size of the stage")
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="generator output directories")
     parser.add_argument("--ratio", default="3:1:1:2", metavar="N:P:T:L",
@@ -171,12 +179,7 @@ def net_imdb_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .pack import pack_stage
 
-    if args.overwrite:
-        import shutil
-        from pathlib import Path
-
-        for name in ("data.lmdb", "data.lmdb.partial"):
-            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
     stats = pack_stage(args.stage, args.data, args.out, ratio=args.ratio, seed=args.seed, limit=args.limit,
-                       imdb=args.imdb, lmdb=not args.no_lmdb, progress=not args.no_progress)
+                       imdb=args.imdb, lmdb=not args.no_lmdb, progress=not args.no_progress,
+                       overwrite=args.overwrite)
     return report(stats, args.out)

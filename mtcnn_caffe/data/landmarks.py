@@ -106,38 +106,50 @@ def _warp_crop(image: np.ndarray, frame: np.ndarray, crop: np.ndarray, size: int
     return crop_resized(patch, np.array([0, 0, side, side]), size)
 
 
-def landmark_samples(image: np.ndarray, face: LandmarkFace, rng: np.random.Generator, size: int,
-                     params: LandmarkParams, image_index: int = 0) -> np.ndarray:
-    """All augmented landmark samples of one annotated face (may be empty)."""
-    height, width = image.shape[:2]
-    box = np.asarray(face.box, np.float64)
-    points = np.asarray(face.points, np.float64).reshape(5, 2)
+def face_crops(box: np.ndarray, rng: np.random.Generator, params: LandmarkParams, width: int, height: int
+               ) -> np.ndarray:
+    """The square box around the face plus shifted/rescaled ones, inside the image, IoU > ``min_iou``."""
     w, h = box[2] - box[0], box[3] - box[1]
     side = np.round(max(w, h))
-    cx, cy = box[0] + w / 2, box[1] + h / 2
-    base = np.array([[np.floor(cx - side / 2), np.floor(cy - side / 2)]])
-    base = np.concatenate([base, base + side], axis=1)
+    corner = np.floor([box[0] + w / 2 - side / 2, box[1] + h / 2 - side / 2])
+    base = np.concatenate([corner, corner + side])[None]
     jitter = CropParams(jitter=params.jitter, side_min=params.side_min, side_max=params.side_max)
     crops = np.concatenate([base, jittered_face_boxes(rng, box[None], params.tries, jitter)])
     crops = crops[inside_image(crops, width, height) & (crops[:, 2] - crops[:, 0] >= 1)]
-    crops = crops[iou_one_to_many(box, crops) > params.min_iou] if len(crops) else crops
+    return crops[iou_one_to_many(box, crops) > params.min_iou] if len(crops) else crops
 
-    # Each crop: plain, maybe mirrored, maybe rotated (itself maybe mirrored).
-    variants: list[tuple[np.ndarray, np.ndarray, bool]] = []
+
+def _variants(crops: np.ndarray, center: tuple[float, float], rng: np.random.Generator, params: LandmarkParams
+              ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """``(crop, frame, mirrored)`` per sample: each crop plain, maybe mirrored, maybe rotated (maybe mirrored)."""
+    identity = IDENTITY_FRAME.astype(np.float64)
+    variants = []
     for crop in crops:
-        variants.append((crop, IDENTITY_FRAME.astype(np.float64), False))
+        variants.append((crop, identity, False))
         if rng.random() < params.mirror_prob:
-            variants.append((crop, IDENTITY_FRAME.astype(np.float64), True))
+            variants.append((crop, identity, True))
         if rng.random() < params.rotate_prob:
             angle = rng.uniform(params.min_angle, params.max_angle) * rng.choice([-1.0, 1.0])
-            variants.append((crop, rotation_frame((cx, cy), angle), bool(rng.random() < 0.5)))
+            variants.append((crop, rotation_frame(center, angle), bool(rng.random() < 0.5)))
+    return variants
 
+
+def landmark_samples(image: np.ndarray, face: LandmarkFace, rng: np.random.Generator, size: int,
+                     params: LandmarkParams, image_index: int = 0) -> np.ndarray:
+    """All augmented landmark samples of one annotated face (may be empty).
+
+    A variant whose points do not all stay inside its crop (after the shift or rotation) is dropped.
+    """
+    box = np.asarray(face.box, np.float64)
+    points = np.asarray(face.points, np.float64).reshape(5, 2)
+    crops = face_crops(box, rng, params, image.shape[1], image.shape[0])
+    center = (box[0] + (box[2] - box[0]) / 2, box[1] + (box[3] - box[1]) / 2)
+    variants = _variants(crops, center, rng, params)
     samples = empty_samples(size, len(variants))
     keep = np.zeros(len(variants), bool)
     for i, (crop, frame, mirrored) in enumerate(variants):
-        pts_frame = apply_affine(frame, points)
-        landmark = normalise_points(pts_frame, crop)
-        if landmark.min() < 0 or landmark.max() > 1:  # a point left the crop (shift or rotation)
+        landmark = normalise_points(apply_affine(frame, points), crop)
+        if landmark.min() < 0 or landmark.max() > 1:
             continue
         bbox = box_targets(crop[None], box[None])[0]
         rotated = not np.allclose(frame, IDENTITY_FRAME)
@@ -146,16 +158,8 @@ def landmark_samples(image: np.ndarray, face: LandmarkFace, rng: np.random.Gener
             patch = patch[:, ::-1]
             landmark, bbox = mirror_targets(landmark, bbox)
         s = samples[i]
-        s["image"] = patch
-        s["label"] = LANDMARK
-        s["landmark"] = landmark
-        s["bbox"] = bbox
-        s["crop_box"] = crop
-        s["face_box"] = box
-        s["frame"] = frame
-        s["mirrored"] = mirrored
-        s["iou"] = iou_one_to_many(box, crop[None])[0]
-        s["image_index"] = image_index
-        s["face_index"] = 0
+        s["image"], s["label"], s["landmark"], s["bbox"] = patch, LANDMARK, landmark, bbox
+        s["crop_box"], s["face_box"], s["frame"], s["mirrored"] = crop, box, frame, mirrored
+        s["iou"], s["image_index"], s["face_index"] = iou_one_to_many(box, crop[None])[0], image_index, 0
         keep[i] = True
     return samples[keep]

@@ -59,6 +59,7 @@ class MtcnnRecordDataLayer(caffe.Layer):
     """Batches of ``data``/``label``/``roi``/``pts`` from a training LMDB."""
 
     def setup(self, bottom, top):
+        """Check the tops, parse ``param_str`` and open the LMDB (errors name the problem, not a Caffe CHECK)."""
         if len(bottom) != 0:
             raise ValueError("MtcnnRecordDataLayer takes no bottoms")
         if not 1 <= len(top) <= len(TOP_NAMES):
@@ -69,12 +70,14 @@ class MtcnnRecordDataLayer(caffe.Layer):
         self.position = int(params.get("start", 0)) % len(self.reader)
 
     def reshape(self, bottom, top):
+        """Fixed shapes: ``(N, 3, s, s)``, ``(N,)``, ``(N, 4)``, ``(N, 10)``."""
         n, s = self.batch_size, self.reader.size
         shapes = ((n, 3, s, s), (n,), (n, 4), (n, 10))
         for i in range(len(top)):  # RawBlobVec supports len/index, not iteration
             top[i].reshape(*shapes[i])
 
     def forward(self, bottom, top):
+        """The next ``batch_size`` records (wrapping around) into the tops."""
         records = self.reader.read(self.position, self.batch_size)
         self.position = (self.position + self.batch_size) % len(self.reader)
         blobs = records_to_blobs(records)
@@ -82,4 +85,4 @@ class MtcnnRecordDataLayer(caffe.Layer):
             top[i].data[...] = blobs[TOP_NAMES[i]]
 
     def backward(self, top, propagate_down, bottom):
-        pass
+        """A data layer has nothing to propagate."""

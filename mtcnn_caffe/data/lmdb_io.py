@@ -110,6 +110,7 @@ class RecordReader:
         return decode_records(b"".join(chunks), self.size)
 
     def close(self) -> None:
+        """Release this reader's share of the LMDB environment."""
         if not self._closed:
             self._closed = True
             _release_env(self.path)

@@ -6,11 +6,18 @@ crop the next stage would cut from it (the detector's truncation, zero padding w
 leaves the image, ``INTER_AREA`` resize) and is labelled with the same IoU rules as the
 random crops. Negatives per image are capped (a random, seeded subset) since a weak detector
 returns many.
+
+Memory: Caffe keeps every blob (and each convolution's im2col buffer) at the largest shape a
+net has seen, so a P-Net run over the first pyramid level of a 1024 px WIDER image holds
+~250 MiB. Mining runs P-Net in tiles of :data:`MINING_PNET_TILE` px instead (the detector's
+exact tiling: same boxes, bit for bit, about the same speed), which caps a Caffe mining
+process at about 0.25 GiB (24-net data) / 0.37 GiB (48-net data, R-Net batches included) on
+WIDER-sized images, whatever the dataset size (``bench/RESULTS.md``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,6 +27,8 @@ from .wider import FaceSelection, make_samples
 
 #: Output size of a stage -> ``stages`` argument of the detector that feeds it.
 STAGES_FOR_SIZE = {24: 1, 48: 2}
+#: P-Net input tile side while mining (bounds Caffe's buffers; see the module docstring).
+MINING_PNET_TILE = 256
 
 
 class Detector(Protocol):
@@ -43,12 +52,36 @@ class MiningParams:
     keep_invalid: bool = False
 
 
-def make_detector(params: MiningParams):
-    """The project's detector with the mining settings (imports Caffe)."""
-    from .. import MtcnnDetector  # noqa: WPS433 (the detector issue provides it)
+class TiledDetector:
+    """A detector whose P-Net runs in tiles of at most ``tile`` px during :meth:`detect_arrays`.
 
-    return MtcnnDetector(weights_dir=params.weights_dir, min_size=params.min_size, factor=params.factor,
-                         thresholds=tuple(params.thresholds), backend=params.backend)
+    The tile side is :data:`mtcnn_caffe.detector.PNET_TILE`, read when P-Net runs; it is
+    lowered for the call only and restored afterwards, so other detectors in the process are
+    unaffected. Tiling is exact, so the boxes are the same as the wrapped detector's.
+    """
+
+    def __init__(self, detector: Any, tile: int = MINING_PNET_TILE):
+        self.detector, self.tile = detector, int(tile)
+
+    def detect_arrays(self, image_bgr: np.ndarray, stages: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """``detector.detect_arrays`` with the P-Net tile capped at ``tile``."""
+        from .. import detector as detector_module
+
+        saved = detector_module.PNET_TILE  # AttributeError if the detector stops tiling: fail loudly
+        detector_module.PNET_TILE = min(saved, self.tile)
+        try:
+            return self.detector.detect_arrays(image_bgr, stages=stages)
+        finally:
+            detector_module.PNET_TILE = saved
+
+
+def make_detector(params: MiningParams) -> TiledDetector:
+    """The project's detector with the mining settings, P-Net tiled (imports Caffe for that backend)."""
+    from .. import MtcnnDetector
+
+    detector = MtcnnDetector(weights_dir=params.weights_dir, min_size=params.min_size, factor=params.factor,
+                             thresholds=tuple(params.thresholds), backend=params.backend)
+    return TiledDetector(detector)
 
 
 def label_detections(boxes: np.ndarray, selection: FaceSelection, rng: np.random.Generator,

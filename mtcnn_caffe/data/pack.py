@@ -20,8 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path, write_json_atomic
 from .lmdb_io import LMDB_NAME, META_KEY, record_key
-from .pipeline import STATS, SampleDir, open_sample_dir, write_json_atomic
+from .pipeline import STATS, SampleDir, open_sample_dir
 from .records import LABELS, RECORD_FORMAT, check_size, record_dtype, samples_to_records
 
 #: Default minibatch mix neg:pos:part:landmark (reference_constants.md).
@@ -85,7 +86,7 @@ def make_plan(dirs: Sequence[SampleDir], ratio: dict[str, float] | None, seed: i
         for shard in d.shards:
             shard_id = len(sources)
             sources.append((d, shard))
-            labels = d.read_shard(shard)["label"]
+            labels = d.read_labels(shard)
             digest.update(f"{shard}:{len(labels)};".encode())
             for name in TYPE_ORDER:
                 rows = np.flatnonzero(labels == LABELS[name]).astype(np.int32)  # 8 bytes per sample in all
@@ -138,43 +139,31 @@ def _open_partial(path: Path, map_size: int, fingerprint: str):
     return env, 0
 
 
-def write_lmdb(plan: Plan, out_dir: Path, block: int = 4096, progress: bool = True,
-               extra_meta: dict[str, Any] | None = None) -> tuple[Path, int]:
-    """Copy the planned records into ``out_dir/data.lmdb`` (resumable, renamed when complete).
-
-    Returns the LMDB path and how many records this call wrote.
-    """
-    from tqdm import tqdm
-
-    size = plan.sources[0][0].size
+def lmdb_meta(size: int, count: int, counts: dict[str, int]) -> dict[str, Any]:
+    """The ``__meta__`` record: what a reader needs to decode and check the LMDB."""
     dtype = record_dtype(size)
-    total = len(plan.rows)
-    final = out_dir / LMDB_NAME
-    partial = out_dir / (LMDB_NAME + ".partial")
-    map_size = int(total * (dtype.itemsize + 64) * 1.3) + (64 << 20)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env, done = _open_partial(partial, map_size, plan.fingerprint)
-    written = 0
-    try:
-        with tqdm(total=total, initial=done, desc=f"lmdb {size}", unit="rec", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for start in range(done, total, block):
-                stop = min(start + block, total)
-                records = samples_to_records(read_planned(plan, start, stop))
-                with env.begin(write=True) as txn:  # records and progress commit together
-                    for i, record in enumerate(records):
-                        txn.put(record_key(start + i), record.tobytes())
-                    txn.put(PROGRESS_KEY, str(stop).encode())
-                written += stop - start
-                bar.update(stop - start)
-    except BaseException:
-        env.close()
-        raise
-    meta = {"format": RECORD_FORMAT, "size": size, "count": total, "record_bytes": dtype.itemsize,
-            "counts": plan.counts, "labels": LABELS,
+    return {"format": RECORD_FORMAT, "size": size, "count": count, "record_bytes": dtype.itemsize,
+            "counts": counts, "labels": LABELS,
             "fields": [[name, str(dtype[name].base), list(dtype[name].shape)] for name in dtype.names],
             "image": "uint8 BGR HxWx3; net input via mtcnn_caffe.net_input.images_to_blob"}
-    meta.update(extra_meta or {})
+
+
+def _copy_records(env: Any, plan: Plan, done: int, block: int, bar: Any) -> int:
+    """Copy plan records ``done:`` into ``env``, one transaction (records + progress) per block."""
+    total = len(plan.rows)
+    for start in range(done, total, block):
+        stop = min(start + block, total)
+        records = samples_to_records(read_planned(plan, start, stop))
+        with env.begin(write=True) as txn:  # records and progress commit together
+            for i, record in enumerate(records):
+                txn.put(record_key(start + i), record.tobytes())
+            txn.put(PROGRESS_KEY, str(stop).encode())
+        bar.update(stop - start)
+    return total - done
+
+
+def _finish_lmdb(env: Any, partial: Path, final: Path, meta: dict[str, Any]) -> None:
+    """Replace the resume bookkeeping by the meta record, flush, and rename the LMDB into place."""
     with env.begin(write=True) as txn:
         txn.delete(PLAN_KEY)
         txn.delete(PROGRESS_KEY)
@@ -184,6 +173,29 @@ def write_lmdb(plan: Plan, out_dir: Path, block: int = 4096, progress: bool = Tr
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
+
+
+def write_lmdb(plan: Plan, out_dir: Path, block: int = 4096, progress: bool = True,
+               extra_meta: dict[str, Any] | None = None) -> tuple[Path, int]:
+    """Copy the planned records into ``out_dir/data.lmdb`` (resumable, renamed when complete).
+
+    Returns the LMDB path and how many records this call wrote.
+    """
+    from tqdm import tqdm
+
+    size, total = plan.sources[0][0].size, len(plan.rows)
+    final, partial = out_dir / LMDB_NAME, out_dir / (LMDB_NAME + ".partial")
+    map_size = int(total * (record_dtype(size).itemsize + 64) * 1.3) + (64 << 20)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env, done = _open_partial(partial, map_size, plan.fingerprint)
+    try:
+        with tqdm(total=total, initial=done, desc=f"lmdb {size}", unit="rec", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            written = _copy_records(env, plan, done, block, bar)
+    except BaseException:
+        env.close()
+        raise
+    _finish_lmdb(env, partial, final, {**lmdb_meta(size, total, plan.counts), **(extra_meta or {})})
     return final, written
 
 
@@ -213,27 +225,38 @@ def write_imdb(plan: Plan, out_dir: Path, block: int = 4096) -> list[Path]:
                 lists["pts"].append([crop, label, np.array(s["landmark"])])
     paths = []
     for name, items in lists.items():
-        path = out_dir / f"{name}.imdb"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(out_dir / f"{name}.imdb") as tmp, open(tmp, "wb") as f:
             pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(out_dir / f"{name}.imdb")
     return paths
 
 
-def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, ratio: str | None = "3:1:1:2",
-               seed: int = 0, limit: int | None = None, imdb: bool = False, lmdb: bool = True,
-               progress: bool = True) -> dict[str, Any]:
-    """Combine generator outputs of one stage into ``out`` (LMDB and/or imdb pickles) + stats.json."""
-    stage = check_size(stage)
+def open_stage_dirs(stage: int, data_dirs: Sequence[str | Path]) -> list[SampleDir]:
+    """Open finished generator outputs and check they all hold ``stage x stage`` samples."""
     dirs = [open_sample_dir(d) for d in data_dirs]
     for d in dirs:
         if d.size != stage:
             raise ValueError(f"{d.path} holds {d.size}x{d.size} samples, not {stage}x{stage} (--stage {stage})")
+    return dirs
+
+
+def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, ratio: str | None = "3:1:1:2",
+               seed: int = 0, limit: int | None = None, imdb: bool = False, lmdb: bool = True,
+               progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Combine generator outputs of one stage into ``out`` (LMDB and/or imdb pickles) + stats.json.
+
+    A re-run continues an interrupted LMDB of the same selection; ``overwrite`` discards it first.
+    """
+    stage = check_size(stage)
+    dirs = open_stage_dirs(stage, data_dirs)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATS).unlink(missing_ok=True)
+    if overwrite:
+        for name in (LMDB_NAME, LMDB_NAME + ".partial"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+    if not (lmdb or imdb):
+        raise ValueError("nothing to write: --no-lmdb needs --imdb")
     started = time.time()
     plan = make_plan(dirs, parse_ratio(ratio), seed, limit)
     if len(plan.rows) == 0:
@@ -244,17 +267,23 @@ def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, rat
         _, written = write_lmdb(plan, out_dir, progress=progress, extra_meta={"sources": sources, "seed": seed})
     if imdb:
         write_imdb(plan, out_dir)
-    seconds = time.time() - started
-    inputs = [d.stats() for d in dirs]
-    stats: dict[str, Any] = dict(plan.counts)
-    stats.update({
-        "skipped_faces": int(sum(s.get("skipped_faces", 0) for s in inputs)),
-        "failed_images": int(sum(s.get("failed_images", 0) for s in inputs)),
-        "stage": stage, "total": int(len(plan.rows)), "available": plan.available, "ratio": ratio or "all",
-        "seed": seed, "sources": sources, "lmdb": str(out_dir / LMDB_NAME) if lmdb else None,
-        "imdb": [f"{n}.imdb" for n in ("cls", "roi", "pts")] if imdb else [],
-        "record_bytes": record_dtype(stage).itemsize, "records_written_this_run": written,
-        "seconds_this_run": round(seconds, 3),
-    })
+    stats = {**_pack_stats(plan, dirs, stage, out_dir if lmdb else None, imdb),
+             "ratio": ratio or "all", "seed": seed, "records_written_this_run": written,
+             "seconds_this_run": round(time.time() - started, 3)}
     write_json_atomic(out_dir / STATS, stats)
     return stats
+
+
+def _pack_stats(plan: Plan, dirs: Sequence[SampleDir], stage: int, lmdb_dir: Path | None, imdb: bool
+                ) -> dict[str, Any]:
+    """Counts of the pack plus the inputs' skipped faces and failed images."""
+    inputs = [d.stats() for d in dirs]
+    return {
+        **plan.counts,
+        "skipped_faces": int(sum(s.get("skipped_faces", 0) for s in inputs)),
+        "failed_images": int(sum(s.get("failed_images", 0) for s in inputs)),
+        "stage": stage, "total": int(len(plan.rows)), "available": plan.available,
+        "sources": [str(d.path) for d in dirs], "lmdb": str(lmdb_dir / LMDB_NAME) if lmdb_dir else None,
+        "imdb": [f"{n}.imdb" for n in ("cls", "roi", "pts")] if imdb else [],
+        "record_bytes": record_dtype(stage).itemsize,
+    }

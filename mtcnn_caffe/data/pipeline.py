@@ -27,6 +27,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from ..atomic import to_jsonable, write_json_atomic
 from .records import SAMPLE_FORMAT, count_labels, sample_dtype
 
 #: Keys every generator's stats.json has (integers; 0 where not applicable).
@@ -51,10 +52,17 @@ class Task(Protocol):
     kind: str
     size: int
 
-    def __len__(self) -> int: ...
-    def config(self) -> dict[str, Any]: ...
-    def setup(self) -> None: ...
-    def run(self, index: int, rng: np.random.Generator) -> ItemResult: ...
+    def __len__(self) -> int:
+        """Number of items (images or faces)."""
+
+    def config(self) -> dict[str, Any]:
+        """Inputs and parameters, JSON-friendly: recorded in the manifest, compared on resume."""
+
+    def setup(self) -> None:
+        """Per-process preparation (e.g. loading nets), called once in each worker."""
+
+    def run(self, index: int, rng: np.random.Generator) -> ItemResult:
+        """The samples of item ``index``, drawing randomness only from ``rng``."""
 
 
 def image_rng(seed: int, index: int) -> np.random.Generator:
@@ -62,11 +70,13 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def read_json(path: Path) -> Any:
+    """Parse a JSON file of an output directory; a damaged file is a ``ValueError`` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); the directory is damaged, "
+                         "re-run with --overwrite") from exc
 
 
 class OutputMismatchError(RuntimeError):
@@ -77,8 +87,8 @@ def prepare_output(out_dir: Path, manifest: dict[str, Any], overwrite: bool = Fa
     """Create ``out_dir`` with its manifest, or check that a previous run used the same arguments."""
     path = out_dir / MANIFEST
     if path.is_file() and not overwrite:
-        old = json.loads(path.read_text())
-        if old != manifest:
+        old = read_json(path)
+        if old != to_jsonable(manifest):
             keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
             raise OutputMismatchError(
                 f"{out_dir} holds samples made with other arguments (differs in: {', '.join(keys)}); "
@@ -90,6 +100,10 @@ def prepare_output(out_dir: Path, manifest: dict[str, Any], overwrite: bool = Fa
             (out_dir / name).unlink(missing_ok=True)
     (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, manifest)
+
+
+def _chunk_count(items: int, chunk_images: int) -> int:
+    return (items + chunk_images - 1) // chunk_images
 
 
 def _chunk_paths(out_dir: Path, chunk: int) -> tuple[Path, Path]:
@@ -162,8 +176,59 @@ def default_jobs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def _chunk_stats(labels: Counter, skipped: Counter, failures: list[str], images: int) -> dict[str, Any]:
-    return {"labels": dict(labels), "skipped": dict(skipped), "failures": failures, "images": images}
+class _ChunkWriter:
+    """Streams items' samples into their chunk's ``.bin.partial``; commits a chunk after its last item.
+
+    Items must arrive in index order and cover whole chunks (as :func:`run_generator` asks).
+    The commit is: fsync, rename to ``.bin``, then the chunk's ``.json`` (the completion marker).
+    """
+
+    def __init__(self, out_dir: Path, n_items: int, chunk_images: int):
+        self.out_dir, self.n_items, self.chunk_images = out_dir, n_items, chunk_images
+        self.chunk, self.handle = -1, None
+        self.labels, self.skipped, self.failures, self.images = Counter(), Counter(), [], 0
+
+    def add(self, index: int, result: ItemResult) -> None:
+        """Append one item's samples and counts; commit its chunk when it is the chunk's last item."""
+        chunk = index // self.chunk_images
+        if chunk != self.chunk:
+            self._open(chunk)
+        self.handle.write(result.samples.tobytes())
+        self.labels.update(count_labels(result.samples["label"]))
+        self.skipped.update(result.skipped)
+        if result.failure:
+            self.failures.append(result.failure)
+        self.images += 1
+        if index == min((chunk + 1) * self.chunk_images, self.n_items) - 1:
+            self._commit()
+
+    def _open(self, chunk: int) -> None:
+        self.close()
+        bin_path = _chunk_paths(self.out_dir, chunk)[0]
+        self.chunk, self.handle = chunk, open(bin_path.with_name(bin_path.name + ".partial"), "wb")
+        self.labels, self.skipped, self.failures, self.images = Counter(), Counter(), [], 0
+
+    def _commit(self) -> None:
+        bin_path, json_path = _chunk_paths(self.out_dir, self.chunk)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        self.handle = None
+        os.replace(bin_path.with_name(bin_path.name + ".partial"), bin_path)
+        write_json_atomic(json_path, {"labels": dict(self.labels), "skipped": dict(self.skipped),
+                                      "failures": self.failures, "images": self.images})
+
+    def close(self) -> None:
+        """Close an uncommitted chunk (its ``.partial`` is redone by the next run)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def _pending_items(out_dir: Path, n_items: int, chunk_images: int) -> list[int]:
+    """Indices of the items whose chunk has no completion marker yet."""
+    todo = [c for c in range(_chunk_count(n_items, chunk_images)) if not _chunk_paths(out_dir, c)[1].is_file()]
+    return [i for c in todo for i in range(c * chunk_images, min((c + 1) * chunk_images, n_items))]
 
 
 def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | None = None, chunk_images: int = 64,
@@ -178,64 +243,33 @@ def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | No
                 "items": len(task), "chunk_images": int(chunk_images), "config": task.config()}
     prepare_output(out_dir, manifest, overwrite)
     (out_dir / STATS).unlink(missing_ok=True)  # stats.json appears only when everything is complete
-    n_chunks = (len(task) + chunk_images - 1) // chunk_images
-    todo = [c for c in range(n_chunks) if not _chunk_paths(out_dir, c)[1].is_file()]
-    indices = [i for c in todo for i in range(c * chunk_images, min((c + 1) * chunk_images, len(task)))]
-    started = time.time()
-    made = 0
-    bar = tqdm(total=len(task), initial=len(task) - len(indices), desc=f"{task.kind} {task.size}",
-               unit="img", disable=not progress, dynamic_ncols=True)
-    current, handle = -1, None
-    labels, skipped, failures, images = Counter(), Counter(), [], 0
-    try:
-        for index, result in parallel_items(task, indices, jobs, seed):
-            chunk = index // chunk_images
-            if chunk != current:
-                current = chunk
-                bin_path = _chunk_paths(out_dir, chunk)[0]
-                handle = open(bin_path.with_name(bin_path.name + ".partial"), "wb")
-                labels, skipped, failures, images = Counter(), Counter(), [], 0
-            handle.write(result.samples.tobytes())
-            labels.update(count_labels(result.samples["label"]))
-            skipped.update(result.skipped)
-            if result.failure:
-                failures.append(result.failure)
-            images += 1
-            made += len(result.samples)
-            bar.update(1)
-            last_of_chunk = min((chunk + 1) * chunk_images, len(task)) - 1
-            if index == last_of_chunk:
-                _finish_chunk(out_dir, chunk, handle, _chunk_stats(labels, skipped, failures, images))
-                handle = None
-    finally:
-        bar.close()
-        if handle is not None:
-            handle.close()
+    indices = _pending_items(out_dir, len(task), chunk_images)
+    writer = _ChunkWriter(out_dir, len(task), chunk_images)
+    started, made = time.time(), 0
+    with tqdm(total=len(task), initial=len(task) - len(indices), desc=f"{task.kind} {task.size}", unit="img",
+              disable=not progress, dynamic_ncols=True) as bar:
+        try:
+            for index, result in parallel_items(task, indices, jobs, seed):
+                writer.add(index, result)
+                made += len(result.samples)
+                bar.update(1)
+        finally:
+            writer.close()
     seconds = time.time() - started
-    stats = collect_stats(out_dir, n_chunks)
+    stats = collect_stats(out_dir, _chunk_count(len(task), chunk_images))
     stats.update({"size": task.size, "generator": task.kind, "seed": int(seed), "jobs": jobs,
-                  "seconds_this_run": round(seconds, 3), "samples_this_run": made,
-                  "images_this_run": len(indices),
+                  "seconds_this_run": round(seconds, 3), "samples_this_run": made, "images_this_run": len(indices),
                   "samples_per_second": round(made / seconds, 1) if seconds > 0 and made else 0.0})
     stats.update(extra_stats or {})
     write_json_atomic(out_dir / STATS, stats)
     return stats
 
 
-def _finish_chunk(out_dir: Path, chunk: int, handle, stats: dict[str, Any]) -> None:
-    bin_path, json_path = _chunk_paths(out_dir, chunk)
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-    os.replace(bin_path.with_name(bin_path.name + ".partial"), bin_path)
-    write_json_atomic(json_path, stats)  # the commit marker of this chunk
-
-
 def collect_stats(out_dir: Path, n_chunks: int) -> dict[str, Any]:
     """Totals over all chunk files of ``out_dir``."""
     labels, skipped, failures, images = Counter(), Counter(), [], 0
     for chunk in range(n_chunks):
-        data = json.loads(_chunk_paths(out_dir, chunk)[1].read_text())
+        data = read_json(_chunk_paths(out_dir, chunk)[1])
         labels.update(data["labels"])
         skipped.update(data["skipped"])
         failures.extend(data["failures"])
@@ -258,16 +292,20 @@ class SampleDir:
 
     @property
     def size(self) -> int:
+        """Crop side of the samples."""
         return int(self.manifest["size"])
 
     @property
     def dtype(self) -> np.dtype:
+        """``sample_dtype(size)``: one sample of the shards."""
         return sample_dtype(self.size)
 
     def stats(self) -> dict[str, Any]:
-        return json.loads((self.path / STATS).read_text())
+        """The generator's stats.json."""
+        return read_json(self.path / STATS)
 
     def shard_count(self, shard: Path) -> int:
+        """Samples in ``shard`` (checked to be a whole number)."""
         nbytes = shard.stat().st_size
         if nbytes % self.dtype.itemsize:
             raise ValueError(f"{shard}: {nbytes} bytes is not a whole number of {self.size}px samples")
@@ -275,7 +313,14 @@ class SampleDir:
 
     def read_shard(self, shard: Path) -> np.ndarray:
         """All samples of one shard (a copy; shards are small)."""
+        self.shard_count(shard)  # a truncated shard is an error naming it, not silently short
         return np.fromfile(shard, dtype=self.dtype)
+
+    def read_labels(self, shard: Path) -> np.ndarray:
+        """The labels of one shard, without holding its crops in memory."""
+        if self.shard_count(shard) == 0:
+            return np.zeros(0, np.float32)
+        return np.array(np.memmap(shard, dtype=self.dtype, mode="r")["label"])
 
     def iter_samples(self) -> Iterator[np.ndarray]:
         """Sample arrays shard by shard."""
@@ -289,13 +334,13 @@ def open_sample_dir(path: str | Path) -> SampleDir:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{path} is not a sample directory (no {MANIFEST}); run a prepare_data generator first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path)
     if manifest.get("format") != SAMPLE_FORMAT:
         raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected {SAMPLE_FORMAT!r}")
     if not (path / STATS).is_file():
         raise RuntimeError(f"{path} is incomplete (no {STATS}): "
                            "re-run its generator with the same arguments to finish it")
-    n_chunks = (int(manifest["items"]) + int(manifest["chunk_images"]) - 1) // int(manifest["chunk_images"])
+    n_chunks = _chunk_count(int(manifest["items"]), int(manifest["chunk_images"]))
     shards = [_chunk_paths(path, c)[0] for c in range(n_chunks)]
     missing = [str(s) for s in shards if not s.is_file()]
     if missing:

@@ -13,16 +13,18 @@ from .landmarks import LandmarkParams, landmark_samples
 from .mining import STAGES_FOR_SIZE, MiningParams, hard_example_samples, make_detector
 from .pipeline import ItemResult, params_dict, run_generator
 from .records import check_size, empty_samples
-from .wider import CropParams, random_crop_samples, select_faces
+from .wider import CropParams, FaceSelection, random_crop_samples, select_faces
 
 
-class WiderCropTask:
-    """Random pos/part/neg crops of WIDER FACE images (``gen_12net_data`` / 24 / 48)."""
+class _WiderTask:
+    """Common part of the tasks over WIDER FACE images: one item per annotated image."""
 
-    kind = "wider_random"
+    kind = "wider"
+    size: int
+    params: Any
 
-    def __init__(self, anno: str | Path, images: str | Path, size: int, params: CropParams, limit: int | None = None):
-        self.anno, self.images, self.size, self.params = str(anno), str(images), check_size(size), params
+    def __init__(self, anno: str | Path, images: str | Path, limit: int | None = None):
+        self.anno, self.images = str(anno), str(images)
         parsed = read_wider_gt(anno)
         self.items = parsed.items[:limit] if limit else parsed.items
         self.annotation_errors = parsed.errors
@@ -31,19 +33,35 @@ class WiderCropTask:
         return len(self.items)
 
     def config(self) -> dict[str, Any]:
+        """Inputs and parameters (the manifest compares them on resume)."""
         return {"anno": self.anno, "images": self.images, "items": len(self.items), "params": params_dict(self.params)}
 
     def setup(self) -> None:
-        pass
+        """Nothing to prepare per process."""
 
-    def run(self, index: int, rng: np.random.Generator) -> ItemResult:
+    def _load(self, index: int) -> tuple[FaceSelection, np.ndarray | None, str | None]:
         item = self.items[index]
         selection = select_faces(item, self.params.min_face, self.params.keep_invalid)
         image, failure = load_image(Path(self.images) / item.name)
+        return selection, image, failure
+
+
+class WiderCropTask(_WiderTask):
+    """Random pos/part/neg crops of WIDER FACE images (``gen_12net_data`` / 24 / 48)."""
+
+    kind = "wider_random"
+
+    def __init__(self, anno: str | Path, images: str | Path, size: int, params: CropParams, limit: int | None = None):
+        super().__init__(anno, images, limit)
+        self.size, self.params = check_size(size), params
+
+    def run(self, index: int, rng: np.random.Generator) -> ItemResult:
+        """Random crops of image ``index``."""
+        selection, image, failure = self._load(index)
         if image is None:
             return ItemResult(empty_samples(self.size), dict(selection.skipped), failure)
-        samples = random_crop_samples(image, selection, rng, self.size, self.params, index)
-        return ItemResult(samples, dict(selection.skipped))
+        return ItemResult(random_crop_samples(image, selection, rng, self.size, self.params, index),
+                          dict(selection.skipped))
 
 
 class LandmarkTask:
@@ -70,12 +88,14 @@ class LandmarkTask:
         return len(self.items)
 
     def config(self) -> dict[str, Any]:
+        """Inputs and parameters (the manifest compares them on resume)."""
         return {**self.source, "images": self.images, "items": len(self.items), "params": params_dict(self.params)}
 
     def setup(self) -> None:
-        pass
+        """Nothing to prepare per process."""
 
     def run(self, index: int, rng: np.random.Generator) -> ItemResult:
+        """Augmented samples of face ``index``."""
         face = self.items[index]
         w, h = face.box[2] - face.box[0], face.box[3] - face.box[1]
         if min(w, h) < self.params.min_face:
@@ -87,20 +107,19 @@ class LandmarkTask:
         return ItemResult(samples, {} if len(samples) else {"no_crop_keeps_points": 1})
 
 
-class HardExampleTask:
+class HardExampleTask(_WiderTask):
     """Detections of the previous stage(s) on WIDER FACE images, labelled (``gen_hard_example``)."""
 
     kind = "hard_example"
 
     def __init__(self, anno: str | Path, images: str | Path, size: int, params: MiningParams, limit: int | None = None,
                  detector: Any = None):
+        """``detector``: injected (tests); by default each process builds its own in :meth:`setup`."""
         if size not in STAGES_FOR_SIZE:
             raise ValueError(f"--stage must be 24 or 48, not {size}")
-        self.anno, self.images, self.size, self.params = str(anno), str(images), size, params
-        parsed = read_wider_gt(anno)
-        self.items = parsed.items[:limit] if limit else parsed.items
-        self.annotation_errors = parsed.errors
-        self._detector = detector  # injected (tests) or built per process in setup()
+        super().__init__(anno, images, limit)
+        self.size, self.params = size, params
+        self._detector = detector
         if detector is None:
             self._check_weights()
 
@@ -114,25 +133,21 @@ class HardExampleTask:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_detector"] = None  # each worker builds its own Caffe nets
+        state["_detector"] = None  # each worker builds its own nets
         return state
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def config(self) -> dict[str, Any]:
-        weights = self.params.weights_dir or "default"
-        return {"anno": self.anno, "images": self.images, "items": len(self.items), "weights": weights,
-                "params": params_dict(self.params)}
+        """Inputs, weights and detector settings."""
+        return {**super().config(), "weights": self.params.weights_dir or "default"}
 
     def setup(self) -> None:
+        """Load the detector's nets in this process."""
         if self._detector is None:
             self._detector = make_detector(self.params)
 
     def run(self, index: int, rng: np.random.Generator) -> ItemResult:
-        item = self.items[index]
-        selection = select_faces(item, self.params.min_face, self.params.keep_invalid)
-        image, failure = load_image(Path(self.images) / item.name)
+        """Labelled detections of image ``index``."""
+        selection, image, failure = self._load(index)
         if image is None:
             return ItemResult(empty_samples(self.size), dict(selection.skipped), failure)
         samples = hard_example_samples(image, selection, self._detector, self.size, rng, self.params, index)
