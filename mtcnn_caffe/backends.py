@@ -20,8 +20,12 @@ from .nets import OUTPUT_BLOBS
 from .weights import check_weights, stage_files
 
 BACKENDS = ("caffe", "opencv")
-#: Crops per forward pass of R-Net / O-Net (bounds the memory of crowded images).
-BATCH_LIMITS = {"det2": 512, "det3": 256}
+#: Crops per forward pass of R-Net / O-Net, per backend. Caffe: large batches (bound the memory of
+#: crowded images); its inner-product layers round differently with the batch size (~1e-7), so these
+#: stay as they are. OpenCV DNN: small chunks keep a chunk's activations in cache (16 x 16 R-Net crops
+#: ran in half the time of one batch of 256, see bench/RESULTS.md); there a crop's outputs do not depend
+#: on the other crops of its batch (bit for bit, tested), so the chunk size never changes its results.
+BATCH_LIMITS = {"caffe": {"det2": 512, "det3": 256}, "opencv": {"det2": 16, "det3": 16}}
 
 
 class StageNet:
@@ -34,6 +38,8 @@ class StageNet:
         prototxt, caffemodel = stage_files(weights_dir, stage)
         check_weights(prototxt, caffemodel)  # a mismatch would abort the process inside Caffe
         self.outputs = OUTPUT_BLOBS[stage]
+        #: Crops per forward pass (:data:`BATCH_LIMITS`).
+        self.batch_limit = BATCH_LIMITS[backend].get(stage, 1)
         if backend == "caffe":
             from .caffe_env import import_caffe
 
@@ -63,6 +69,36 @@ class StageNet:
     def forward_images(self, images_bgr: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``(N, H, W, 3)`` BGR crops in chunks of :data:`BATCH_LIMITS`; outputs concatenated."""
         images_bgr = np.asarray(images_bgr)
-        limit = BATCH_LIMITS.get(self.stage, len(images_bgr)) or 1
-        parts = [self.forward_blob(images_to_blob(images_bgr[i:i + limit])) for i in range(0, len(images_bgr), limit)]
+        limit = BATCH_LIMITS[self.backend].get(self.stage, len(images_bgr)) or 1  # read now: tests change it
+        blob = images_to_blob(images_bgr)
+        parts = [self.forward_blob(blob[i:i + limit]) for i in range(0, len(blob), limit)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
+
+
+#: glibc ``mallopt`` parameters: allocations up to 32 MiB come from the heap (not a fresh mmap), and
+#: up to 512 MiB of freed heap top is kept for reuse instead of going back to the system.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_RETAINED = False
+
+
+def retain_freed_memory(trim_bytes: int = 512 << 20, mmap_bytes: int = 32 << 20) -> bool:
+    """Let this process reuse freed memory instead of returning it to the system (glibc only).
+
+    Every forward pass of a new input shape (each pyramid level, each image size) allocates the
+    nets' buffers anew; by default glibc serves large blocks with fresh ``mmap`` pages and unmaps
+    them when freed, so every pass pays some 10^4 page faults (zero-filled pages): about 20-30 ms per
+    image, as much as a quarter of the P-Net time. Process-wide and idempotent; returns whether it
+    applied (False off glibc). The price is that up to ``trim_bytes`` of freed memory stays mapped.
+    """
+    global _RETAINED
+    if _RETAINED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        _RETAINED = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+        _RETAINED = bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and _RETAINED
+    except (OSError, AttributeError):
+        _RETAINED = False
+    return _RETAINED

@@ -19,16 +19,18 @@ in 0..255; grayscale and BGRA are accepted; the cascade resizes 8-bit pixels.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from . import tools
-from .backends import BACKENDS, StageNet
+from .backends import BACKENDS, StageNet, retain_freed_memory
 from .net_input import images_to_blob
 from .weights import resolve_weights_dir
 
@@ -92,12 +94,18 @@ class MtcnnDetector:
     arguments win over the preset). ``fast_resize=True`` is the official
     code's ``fastresize`` option: each pyramid level is resized from the
     previous one instead of from the full image (faster on large images,
-    slightly different results; off by default).
+    slightly different results; off by default). ``retain_memory=True`` (default)
+    lets the process reuse freed memory instead of handing it back to the
+    system (:func:`mtcnn_caffe.backends.retain_freed_memory`, process-wide,
+    glibc): the nets' per-shape buffers then cost no page faults; results are
+    the same either way. ``pnet_tile`` caps the side of one P-Net pass (exact
+    tiling, see :meth:`pnet_maps`): lower it to bound memory, e.g. in mining workers.
     """
 
     def __init__(self, weights_dir: str | Path | None = None, min_size: float | None = None,
                  factor: float | None = None, thresholds: Sequence[float] | None = None, backend: str = "caffe",
-                 nms_thresholds: Sequence[float] = DEFAULT_NMS, preset: str = "official", fast_resize: bool = False):
+                 nms_thresholds: Sequence[float] = DEFAULT_NMS, preset: str = "official", fast_resize: bool = False,
+                 retain_memory: bool = True, pnet_tile: int = PNET_TILE):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         base = PRESETS[preset]
@@ -112,8 +120,19 @@ class MtcnnDetector:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.backend = backend
         self.fast_resize = bool(fast_resize)
+        if int(pnet_tile) < 24:
+            raise ValueError(f"pnet_tile must be at least 24 px, not {pnet_tile}")
+        #: P-Net levels wider or taller than this run in exactly stitched tiles (bounds Caffe's buffers).
+        self.pnet_tile = int(pnet_tile)
+        if retain_memory:
+            retain_freed_memory()
         self.weights_dir = resolve_weights_dir(weights_dir)
         self._nets: dict[str, StageNet] = {}
+        self._resizer: ThreadPoolExecutor | None = None  # pyramid levels and crops are resized on this thread
+        self._resizer_pid = os.getpid()
+        #: Resize pyramid levels and crops on a worker thread, ahead of the nets (:meth:`pyramid`,
+        #: :meth:`_forward_crops`); False: all in the calling thread, one step after the other.
+        self.resize_ahead = True
         #: Seconds spent in each net's forward passes since the detector was made (for benchmarks).
         self.forward_seconds = {"det1": 0.0, "det2": 0.0, "det3": 0.0}
 
@@ -124,24 +143,53 @@ class MtcnnDetector:
             self._nets[stage] = StageNet(self.weights_dir, stage, self.backend)
         return self._nets[stage]
 
-    def _forward_images(self, stage: str, crops: np.ndarray) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        out = self.net(stage).forward_images(crops)
-        self.forward_seconds[stage] += time.perf_counter() - start
-        return out
+    def _worker(self) -> ThreadPoolExecutor:
+        """The resize thread (a new one in a forked child, where the parent's thread does not exist)."""
+        if self._resizer is None or self._resizer_pid != os.getpid():
+            self._resizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcnn-resize")
+            self._resizer_pid = os.getpid()
+        return self._resizer
 
-    def pnet_maps(self, scaled_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _forward_crops(self, stage: str, image: np.ndarray, boxes: np.ndarray, size: int) -> dict[str, np.ndarray]:
+        """R-/O-Net outputs of the ``size`` px crops of integer 1-based ``boxes``.
+
+        The crops are cut and resized chunk by chunk (:data:`~mtcnn_caffe.backends.BATCH_LIMITS`) on the
+        worker thread while the net runs the chunks already cut (as :meth:`pyramid`); the same crops and
+        outputs as cropping everything first (each crop depends on its box only).
+        """
+        net = self.net(stage)
+        limit = net.batch_limit
+        if not self.resize_ahead:
+            chunks = [tools.crop_patches(image, boxes, size)]
+        else:
+            worker = self._worker()
+            chunks = [worker.submit(tools.crop_patches, image, boxes[i:i + limit], size)
+                      for i in range(0, len(boxes), limit)]
+        parts = []
+        try:
+            for chunk in chunks:
+                crops = chunk if isinstance(chunk, np.ndarray) else chunk.result()
+                start = time.perf_counter()
+                parts.append(net.forward_images(crops))
+                self.forward_seconds[stage] += time.perf_counter() - start
+        finally:
+            _cancel_and_wait(chunks)
+        return {name: np.concatenate([p[name] for p in parts]) for name in net.outputs}
+
+    def pnet_maps(self, scaled_bgr: np.ndarray, blob: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """P-Net on one pyramid level: ``(face_prob (X, Y), offsets (4, X, Y))`` in the nets' layout.
 
-        Levels wider or taller than :data:`PNET_TILE` run in tiles that start at
+        ``blob`` may pass the level's :func:`~mtcnn_caffe.net_input.images_to_blob` already made.
+
+        Levels wider or taller than ``self.pnet_tile`` (default :data:`PNET_TILE`) run in tiles that start at
         even pixels and overlap by 10 px, which reproduces the whole-image maps
         exactly (P-Net: receptive field 12, stride 2, ceil-mode pooling) while
         bounding Caffe's memory on very large images.
         """
         net = self.net("det1")
-        blob = images_to_blob(scaled_bgr)  # (1, 3, X, Y)
-        x_tiles = _tile_starts(blob.shape[2], PNET_TILE)
-        y_tiles = _tile_starts(blob.shape[3], PNET_TILE)
+        blob = images_to_blob(scaled_bgr) if blob is None else blob  # (1, 3, X, Y)
+        x_tiles = _tile_starts(blob.shape[2], self.pnet_tile)
+        y_tiles = _tile_starts(blob.shape[3], self.pnet_tile)
         prob = np.empty((tools.pnet_output_size(blob.shape[2]), tools.pnet_output_size(blob.shape[3])), np.float32)
         reg = np.empty((4,) + prob.shape, np.float32)
         start = time.perf_counter()
@@ -155,18 +203,50 @@ class MtcnnDetector:
         self.forward_seconds["det1"] += time.perf_counter() - start
         return prob, reg
 
+    def pyramid(self, image: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        """``(scale, level)`` of the P-Net pyramid, each level resized (INTER_AREA) from the full image
+        (from the previous level with ``fast_resize``).
+
+        The levels are resized one after the other by a worker thread while the caller runs P-Net on
+        the levels already done (OpenCV releases the GIL): the same pixels, computed while the other
+        core would wait out P-Net's less parallel layers and small levels.
+        """
+        for scale, level, _ in self._pyramid(image, with_blobs=False):
+            yield scale, level
+
+    def _pyramid(self, image: np.ndarray, with_blobs: bool) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+        """:meth:`pyramid` with each level's net input blob (made on the worker too) when ``with_blobs``."""
+        height, width = image.shape[:2]
+        scales = tools.pyramid_scales(height, width, self.min_size, self.factor)
+        if not self.resize_ahead:  # the plain way, for comparisons
+            source = image
+            for scale in scales:
+                hs, ws = tools.scaled_size(height, width, scale)
+                level = _area_resize(source, (ws, hs))
+                source = level if self.fast_resize else image
+                yield scale, level, images_to_blob(level) if with_blobs else None
+            return
+        worker = self._worker()
+        levels: list[Future] = []
+        for scale in scales:
+            size = tools.scaled_size(height, width, scale)[::-1]
+            if self.fast_resize and levels:  # one worker runs the tasks in order: the previous one is done
+                previous = levels[-1]
+                levels.append(worker.submit(lambda p=previous, s=size: _level(p.result()[0], s, with_blobs)))
+            else:
+                levels.append(worker.submit(_level, image, size, with_blobs))
+        try:
+            for scale, level in zip(scales, levels):
+                yield (scale, *level.result())
+        finally:  # stopped early (an error): drop the queued levels, let a running one finish
+            _cancel_and_wait(levels)
+
     # ----------------------------------------------------------------- stages
     def stage1(self, image: np.ndarray) -> np.ndarray:
         """P-Net candidates ``(N, 5)`` (1-based, truncated squares) of a uint8 BGR image."""
-        height, width = image.shape[:2]
         per_scale = []
-        source = image
-        for scale in tools.pyramid_scales(height, width, self.min_size, self.factor):
-            hs, ws = tools.scaled_size(height, width, scale)
-            scaled = cv2.resize(source, (ws, hs), interpolation=cv2.INTER_AREA)
-            if self.fast_resize:
-                source = scaled
-            prob, reg = self.pnet_maps(scaled)
+        for scale, scaled, blob in self._pyramid(image, with_blobs=True):
+            prob, reg = self.pnet_maps(scaled, blob)
             boxes = tools.generate_boxes(prob, reg, scale, self.thresholds[0])
             if len(boxes):
                 per_scale.append(boxes[tools.nms(boxes, self.nms_thresholds[0], "union")])
@@ -183,7 +263,7 @@ class MtcnnDetector:
         boxes = boxes[tools.valid_crop_mask(boxes)]
         if not len(boxes):
             return np.zeros((0, 5))
-        out = self._forward_images("det2", tools.crop_patches(image, boxes, 24))
+        out = self._forward_crops("det2", image, boxes, 24)
         score = out["prob1"].reshape(len(boxes), -1)[:, 1].astype(np.float64)
         passed = score > self.thresholds[1]
         boxes = np.column_stack([boxes[passed, :4], score[passed]])
@@ -199,7 +279,7 @@ class MtcnnDetector:
         boxes = boxes[tools.valid_crop_mask(boxes)]
         if not len(boxes):
             return np.zeros((0, 5)), np.zeros((0, 5, 2))
-        out = self._forward_images("det3", tools.crop_patches(image, boxes, 48))
+        out = self._forward_crops("det3", image, boxes, 48)
         score = out["prob1"].reshape(len(boxes), -1)[:, 1].astype(np.float64)
         passed = score > self.thresholds[2]
         boxes = np.column_stack([boxes[passed, :4], score[passed]])
@@ -244,6 +324,24 @@ def to_zero_based(boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
     boxes[:, :4] -= 1
     return boxes, np.asarray(points, dtype=np.float64).reshape(-1, 5, 2) - 1
+
+
+def _cancel_and_wait(tasks: list) -> None:
+    """Cancel the queued ``Future`` s of ``tasks`` and wait for a running one (other items are ignored)."""
+    futures = [t for t in tasks if isinstance(t, Future)]
+    for future in futures:
+        future.cancel()
+    wait(futures)
+
+
+def _level(source: np.ndarray, size: tuple[int, int], with_blob: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One pyramid level of ``size`` (w, h) and, if asked, its net input blob."""
+    level = _area_resize(source, size)
+    return level, images_to_blob(level) if with_blob else None
+
+
+def _area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _tile_starts(length: int, tile: int) -> list[tuple[int, int]]:

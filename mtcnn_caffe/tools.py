@@ -92,7 +92,8 @@ def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     (IoU) or ``"min"`` (intersection over the smaller box). Score ties are
     broken like MATLAB's stable ``sort`` read from the end: the later box first.
 
-    No N x N matrix. Small sets run the plain greedy loop. Larger ones (crowded
+    No N x N matrix for large sets. Small sets compute all pairwise overlaps at
+    once, then make one greedy pass (no numpy call per kept box). Larger ones (crowded
     images give tens of thousands of P-Net candidates) find the overlapping pairs
     among grid neighbours instead of among all boxes (union mode: vectorised,
     then one greedy pass; min mode: per kept box); every path gives the same
@@ -105,7 +106,7 @@ def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     order = np.argsort(boxes[:, 4], kind="stable")[::-1]
     ranked = boxes[order, :4]
     if len(boxes) < GRID_NMS_MIN_BOXES:
-        keep = _greedy_nms_sorted(ranked, threshold, mode)
+        keep = _dense_nms_sorted(ranked, threshold, mode)
     elif mode == "union" and threshold > 0:
         keep = _pairs_nms_sorted(ranked, threshold)
     else:
@@ -130,6 +131,27 @@ def _greedy_nms_sorted(ranked: np.ndarray, threshold: float, mode: str) -> np.nd
         keep.append(int(best[5]))
         overlap = iou_one_to_many(best, rest, mode=mode, pixel_offset=1, boxes_area=rest[:, 4])
         rest = rest[overlap <= threshold]
+    return np.array(keep, dtype=np.intp)
+
+
+def _dense_nms_sorted(ranked: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+    """Greedy NMS of a small set sorted best first: every pair's overlap in one vectorised call, then
+    one pass in rank order. Same overlaps bit for bit as :func:`_greedy_nms_sorted` (same
+    :func:`~mtcnn_caffe.boxes.iou_pairs` arithmetic, symmetric), hence the same picks."""
+    n = len(ranked)
+    areas = box_area(ranked, pixel_offset=1)
+    first, second = np.triu_indices(n, 1)
+    overlap = iou_pairs(ranked[first], ranked[second], mode=mode, pixel_offset=1,
+                        a_area=areas[first], b_area=areas[second])
+    suppresses = np.zeros((n, n), dtype=bool)
+    hit = ~(overlap <= threshold)  # the greedy loop keeps a box only while overlap <= threshold
+    suppresses[first[hit], second[hit]] = True
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for rank in range(n):
+        if not suppressed[rank]:
+            keep.append(rank)
+            suppressed |= suppresses[rank]
     return np.array(keep, dtype=np.intp)
 
 
@@ -354,16 +376,16 @@ def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     (:func:`valid_crop_mask`). The resize of each patch is inherently per box.
     """
     height, width = image.shape[:2]
-    dy, edy, dx, edx, y, ey, x, ex, tmpw, tmph = pad(boxes, width, height)
+    columns = [c.tolist() for c in pad(boxes, width, height)]  # plain ints: cheap per-box indexing
     patches = np.empty((len(boxes), size, size, 3), dtype=image.dtype)
-    for k in range(len(boxes)):
-        if dx[k] == 1 and dy[k] == 1 and edx[k] == tmpw[k] and edy[k] == tmph[k]:
-            patch = image[y[k] - 1:ey[k], x[k] - 1:ex[k]]  # fully inside: no copy needed
+    for k, (dy, edy, dx, edx, y, ey, x, ex, tmpw, tmph) in enumerate(zip(*columns)):
+        if dx == 1 and dy == 1 and edx == tmpw and edy == tmph:
+            patch = image[y - 1:ey, x - 1:ex]  # fully inside: no copy needed
         else:
-            patch = np.zeros((tmph[k], tmpw[k], 3), dtype=image.dtype)
-            if edy[k] >= dy[k] and edx[k] >= dx[k]:
-                patch[dy[k] - 1:edy[k], dx[k] - 1:edx[k]] = image[y[k] - 1:ey[k], x[k] - 1:ex[k]]
-        patches[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+            patch = np.zeros((tmph, tmpw, 3), dtype=image.dtype)
+            if edy >= dy and edx >= dx:
+                patch[dy - 1:edy, dx - 1:edx] = image[y - 1:ey, x - 1:ex]
+        cv2.resize(patch, (size, size), dst=patches[k], interpolation=cv2.INTER_AREA)  # written in place
     return patches
 
 

@@ -8,7 +8,7 @@ import pytest
 from mtcnn_caffe.annotations import read_wider_gt
 from mtcnn_caffe.boxes import iou_matrix
 from mtcnn_caffe.data.crops import DISCARD, crop_resized
-from mtcnn_caffe.data.mining import MINING_PNET_TILE, MiningParams, TiledDetector, label_detections
+from mtcnn_caffe.data.mining import MINING_PNET_TILE, MiningParams, label_detections
 from mtcnn_caffe.data.pipeline import image_rng, open_sample_dir
 from mtcnn_caffe.data.records import NEGATIVE, PART, POSITIVE
 from mtcnn_caffe.data.tasks import HardExampleTask, generate
@@ -78,33 +78,13 @@ def test_hard_example_task_with_stand_in_detector(tmp_path):
     np.testing.assert_allclose(back[regress], samples["face_box"][regress], atol=1e-3)
 
 
-class TileRecorder:
-    """Records the P-Net tile side in force when ``detect_arrays`` runs (no Caffe claimed)."""
+def test_mining_detector_tiles_pnet_without_touching_the_default():
+    from mtcnn_caffe import detector as detector_module
+    from mtcnn_caffe.data.mining import make_detector
 
-    def __init__(self, fail: bool = False):
-        self.seen: list[int] = []
-        self.fail = fail
-
-    def detect_arrays(self, image_bgr, stages=3):
-        from mtcnn_caffe import detector
-
-        self.seen.append(detector.PNET_TILE)
-        if self.fail:
-            raise RuntimeError("boom")
-        return np.zeros((0, 5)), np.zeros((0, 5, 2))
-
-
-def test_tiled_detector_lowers_the_pnet_tile_only_during_the_call():
-    from mtcnn_caffe import detector
-
-    before = detector.PNET_TILE
-    recorder = TileRecorder()
-    TiledDetector(recorder, tile=64).detect_arrays(np.zeros((8, 8, 3), np.uint8), stages=1)
-    TiledDetector(recorder, tile=before + 100).detect_arrays(np.zeros((8, 8, 3), np.uint8), stages=1)
-    assert recorder.seen == [64, before] and detector.PNET_TILE == before  # never raised above the default
-    with pytest.raises(RuntimeError, match="boom"):
-        TiledDetector(TileRecorder(fail=True), tile=64).detect_arrays(np.zeros((8, 8, 3), np.uint8))
-    assert detector.PNET_TILE == before  # restored after an error too
+    mining = make_detector(MiningParams())
+    assert mining.pnet_tile == MINING_PNET_TILE < detector_module.PNET_TILE
+    assert detector_module.MtcnnDetector().pnet_tile == detector_module.PNET_TILE
 
 
 @pytest.mark.slow
@@ -121,7 +101,6 @@ def test_mining_with_the_real_detector_matches_its_crops(shared_dir, caffe, tmp_
     task = HardExampleTask(anno, images, 24, MiningParams(), limit=2)
     stats = generate(task, tmp_path / "h24", seed=0, jobs=1, progress=False)
     assert stats["failed_images"] == 0 and stats["neg"] > 0 and stats["pos"] + stats["part"] > 0
-    assert detector_module.PNET_TILE > MINING_PNET_TILE  # the wrapper restored the default
     samples = np.concatenate(list(open_sample_dir(tmp_path / "h24").iter_samples()))
     items = read_wider_gt(anno).items
     untiled = MtcnnDetector()

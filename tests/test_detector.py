@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_caffe import detector as detector_module
 from mtcnn_caffe import weights
 from mtcnn_caffe.detector import PRESETS, Face, MtcnnDetector
 from mtcnn_caffe.tools_loop import detect_face_loop
@@ -166,18 +165,20 @@ def test_tiny_images_give_no_faces(det, size):
     assert det.detect(np.zeros(size, np.uint8)) == []
 
 
-def test_pnet_tiles_reproduce_the_whole_image_maps(det, group, small_face, monkeypatch):
+def test_pnet_tiles_reproduce_the_whole_image_maps(det, group, small_face, default_weights):
     """P-Net on tiles (even starts, 10 px overlap) gives the whole-image maps: same cells, same values."""
     scaled = cv2.resize(group, (333, 257), interpolation=cv2.INTER_AREA)
     prob, reg = det.pnet_maps(scaled)
     boxes, _ = det.detect_arrays(small_face)
-    monkeypatch.setattr(detector_module, "PNET_TILE", 64)
-    tiled_prob, tiled_reg = det.pnet_maps(scaled)
+    tiled = MtcnnDetector(weights_dir=default_weights, pnet_tile=64)
+    tiled_prob, tiled_reg = tiled.pnet_maps(scaled)
     assert tiled_prob.shape == prob.shape == (162, 124)
     np.testing.assert_allclose(tiled_prob, prob, rtol=0, atol=1e-5)
     np.testing.assert_allclose(tiled_reg, reg, rtol=0, atol=1e-5)
-    tiled_boxes, _ = det.detect_arrays(small_face)
+    tiled_boxes, _ = tiled.detect_arrays(small_face)
     np.testing.assert_allclose(tiled_boxes, boxes, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="pnet_tile"):
+        MtcnnDetector(weights_dir=default_weights, pnet_tile=8)
 
 
 def test_presets_and_parameters(default_weights):
@@ -246,3 +247,103 @@ def test_fast_resize_option_finds_the_same_faces(default_weights, group):
     assert len(fast) == len(boxes) == 4
     order = np.argsort(fast[:, 0]), np.argsort(boxes[:, 0])
     np.testing.assert_allclose(fast[order[0], :4], boxes[order[1], :4], atol=4)
+
+
+def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights, monkeypatch):
+    """The opencv backend runs R-/O-Net crops in small chunks (backends.BATCH_LIMITS): a crop's outputs are
+    bit for bit those of one batch of all crops (and of the crop alone), so chunking never changes results."""
+    from mtcnn_caffe import backends
+
+    rng = np.random.default_rng(5)
+    for stage, size in (("det2", 24), ("det3", 48)):
+        net = backends.StageNet(default_weights, stage, "opencv")
+        crops = rng.integers(0, 256, (37, size, size, 3), dtype=np.uint8)
+        chunked = net.forward_images(crops)
+        assert backends.BATCH_LIMITS["opencv"][stage] < len(crops)
+        monkeypatch.setitem(backends.BATCH_LIMITS["opencv"], stage, 512)
+        whole = net.forward_images(crops)
+        alone = net.forward_images(crops[5:6])
+        for name in net.outputs:
+            assert chunked[name].shape[0] == len(crops)
+            np.testing.assert_array_equal(chunked[name], whole[name])
+            np.testing.assert_array_equal(chunked[name][5:6], alone[name])
+
+
+PLAIN_PATHS = """
+import json, sys
+import cv2, numpy as np
+from mtcnn_caffe import backends, tools
+from mtcnn_caffe.detector import MtcnnDetector
+backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
+tools._dense_nms_sorted = tools._greedy_nms_sorted
+out = {}
+for backend in ("caffe", "opencv"):
+    det = MtcnnDetector(weights_dir=sys.argv[1], backend=backend, retain_memory=False)
+    det.resize_ahead = False
+    boxes, points = det.detect_arrays(np.load(sys.argv[2]))
+    out[backend] = [boxes.tolist(), points.tolist()]
+print(json.dumps(out))
+"""
+
+
+def test_fast_paths_give_the_same_faces_as_the_plain_paths(default_weights, group, tmp_path):
+    """The speed-ups (retained allocator memory, opencv's 16-crop chunks, all-pairs NMS for small sets,
+    pyramid resized ahead on a thread) against the straightforward paths in a fresh process (the
+    allocator setting is process-wide): identical boxes, scores and points, bit for bit, both backends."""
+    from mtcnn_caffe.backends import retain_freed_memory
+
+    image_file = tmp_path / "group.npy"
+    np.save(image_file, group)
+    run = subprocess.run([sys.executable, "-c", PLAIN_PATHS, str(default_weights), str(image_file)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    plain = json.loads(run.stdout)
+    assert retain_freed_memory()  # glibc: applied (and idempotent)
+    for backend in ("caffe", "opencv"):
+        boxes, points = MtcnnDetector(weights_dir=default_weights, backend=backend).detect_arrays(group)
+        assert len(boxes) == 4
+        assert boxes.tolist() == plain[backend][0]
+        assert points.tolist() == plain[backend][1]
+
+
+@pytest.mark.parametrize("fast_resize", [False, True])
+def test_pyramid_resized_ahead_equals_one_by_one(default_weights, group, fast_resize):
+    """Levels resized ahead on the worker thread are the levels resized one by one (same scales, same
+    pixels), also for the fastresize chain; stopping early leaves nothing running."""
+    det = MtcnnDetector(weights_dir=default_weights, fast_resize=fast_resize)
+    ahead = list(det.pyramid(group))
+    det.resize_ahead = False
+    plain = list(det.pyramid(group))
+    assert len(ahead) == len(plain) == len(det_scales(det, group)) > 5
+    for (s1, a), (s2, b) in zip(ahead, plain):
+        assert s1 == s2 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    det.resize_ahead = True
+    levels = det.pyramid(group)
+    next(levels)
+    levels.close()  # the queued levels are cancelled, a running one awaited
+    assert det._resizer.submit(lambda: 7).result(timeout=10) == 7
+
+
+def det_scales(det, image):
+    from mtcnn_caffe import tools
+
+    return tools.pyramid_scales(image.shape[0], image.shape[1], det.min_size, det.factor)
+
+
+def test_detector_works_in_a_forked_child(default_weights, small_face):
+    """The resize thread does not survive fork(): a child process gets a new one instead of waiting forever."""
+    import multiprocessing
+
+    det = MtcnnDetector(weights_dir=default_weights, backend="opencv")
+    boxes, _ = det.detect_arrays(small_face)  # the parent's resize thread now exists
+    context = multiprocessing.get_context("fork")  # fork: the child inherits det as it is (no pickling)
+    queue = context.Queue()
+    child = context.Process(target=lambda: queue.put(len(det.detect_arrays(small_face)[0])))
+    child.start()
+    try:
+        assert queue.get(timeout=120) == len(boxes) == 1
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()

@@ -198,3 +198,18 @@ def test_iou_with_precomputed_areas_is_the_same():
         b = iou_one_to_many(boxes[0], boxes, mode=mode, pixel_offset=1, boxes_area=box_area(boxes, 1))
         np.testing.assert_array_equal(a, b)
         assert a[0] == 1.0
+
+
+@pytest.mark.parametrize("mode,threshold", [("union", 0.5), ("union", 0.7), ("union", 0.0), ("min", 0.7)])
+def test_small_set_dense_nms_equals_greedy_loop(mode, threshold):
+    """The all-pairs path for small sets (what nms() runs below GRID_NMS_MIN_BOXES) picks exactly what the
+    greedy loop with one overlap call per kept box picks, ties and degenerate boxes included."""
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 17, 120, tools.GRID_NMS_MIN_BOXES - 1):
+        boxes = _random_boxes(rng, n, max_xy=100, score_levels=8)
+        boxes = np.concatenate([boxes, [[5, 5, 2, 2, 0.5], [7, 7, 7, 7, 0.5]]])  # zero / one-pixel areas
+        ranked = boxes[np.argsort(boxes[:, 4], kind="stable")[::-1], :4]
+        dense = tools._dense_nms_sorted(ranked, threshold, mode)
+        np.testing.assert_array_equal(dense, tools._greedy_nms_sorted(ranked, threshold, mode))
+        if len(boxes) < tools.GRID_NMS_MIN_BOXES:
+            np.testing.assert_array_equal(tools.nms(boxes, threshold, mode), tools_loop.nms(boxes, threshold, mode))

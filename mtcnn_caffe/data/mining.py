@@ -17,7 +17,7 @@ WIDER-sized images, whatever the dataset size (``bench/RESULTS.md``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -52,36 +52,12 @@ class MiningParams:
     keep_invalid: bool = False
 
 
-class TiledDetector:
-    """A detector whose P-Net runs in tiles of at most ``tile`` px during :meth:`detect_arrays`.
-
-    The tile side is :data:`mtcnn_caffe.detector.PNET_TILE`, read when P-Net runs; it is
-    lowered for the call only and restored afterwards, so other detectors in the process are
-    unaffected. Tiling is exact, so the boxes are the same as the wrapped detector's.
-    """
-
-    def __init__(self, detector: Any, tile: int = MINING_PNET_TILE):
-        self.detector, self.tile = detector, int(tile)
-
-    def detect_arrays(self, image_bgr: np.ndarray, stages: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        """``detector.detect_arrays`` with the P-Net tile capped at ``tile``."""
-        from .. import detector as detector_module
-
-        saved = detector_module.PNET_TILE  # AttributeError if the detector stops tiling: fail loudly
-        detector_module.PNET_TILE = min(saved, self.tile)
-        try:
-            return self.detector.detect_arrays(image_bgr, stages=stages)
-        finally:
-            detector_module.PNET_TILE = saved
-
-
-def make_detector(params: MiningParams) -> TiledDetector:
+def make_detector(params: MiningParams) -> Detector:
     """The project's detector with the mining settings, P-Net tiled (imports Caffe for that backend)."""
     from .. import MtcnnDetector
 
-    detector = MtcnnDetector(weights_dir=params.weights_dir, min_size=params.min_size, factor=params.factor,
-                             thresholds=tuple(params.thresholds), backend=params.backend)
-    return TiledDetector(detector)
+    return MtcnnDetector(weights_dir=params.weights_dir, min_size=params.min_size, factor=params.factor,
+                         thresholds=tuple(params.thresholds), backend=params.backend, pnet_tile=MINING_PNET_TILE)
 
 
 def label_detections(boxes: np.ndarray, selection: FaceSelection, rng: np.random.Generator,
