@@ -38,7 +38,7 @@ class StageNet:
         prototxt, caffemodel = stage_files(weights_dir, stage)
         check_weights(prototxt, caffemodel)  # a mismatch would abort the process inside Caffe
         self.outputs = OUTPUT_BLOBS[stage]
-        #: Crops per forward pass (:data:`BATCH_LIMITS`).
+        #: Crops per forward pass (:data:`BATCH_LIMITS` when the net is made; P-Net: one image).
         self.batch_limit = BATCH_LIMITS[backend].get(stage, 1)
         if backend == "caffe":
             from .caffe_env import import_caffe
@@ -67,10 +67,9 @@ class StageNet:
         return {name: np.asarray(v) for name, v in zip(self.outputs, values)}
 
     def forward_images(self, images_bgr: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``(N, H, W, 3)`` BGR crops in chunks of :data:`BATCH_LIMITS`; outputs concatenated."""
-        images_bgr = np.asarray(images_bgr)
-        limit = BATCH_LIMITS[self.backend].get(self.stage, len(images_bgr)) or 1  # read now: tests change it
-        blob = images_to_blob(images_bgr)
+        """Run ``(N, H, W, 3)`` BGR crops in chunks of :attr:`batch_limit`; outputs concatenated."""
+        blob = images_to_blob(np.asarray(images_bgr))
+        limit = self.batch_limit
         parts = [self.forward_blob(blob[i:i + limit]) for i in range(0, len(blob), limit)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
 

@@ -13,11 +13,14 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:  # the detector imports cv2: only for the annotations
+    from .detector import Face, MtcnnDetector
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
 
@@ -32,6 +35,8 @@ class InputImage:
 
 @dataclass
 class RunSummary:
+    """What a :func:`run_detection` did: images processed, faces found, messages of the failed inputs."""
+
     images: int = 0
     faces: int = 0
     failures: list[str] = field(default_factory=list)
@@ -98,13 +103,13 @@ def read_image(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- outputs
-def face_record(path: Path, image: np.ndarray, faces) -> dict:
+def face_record(path: Path, image: np.ndarray, faces: Sequence[Face]) -> dict:
     """The JSON line of one image: ``{"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}``."""
     return {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
             "faces": [face.to_json() for face in faces]}
 
 
-def wider_submission_text(name: str, faces) -> str:
+def wider_submission_text(name: str, faces: Sequence[Face]) -> str:
     """WIDER FACE result file: image name, face count, then ``x y w h score`` (w = x2 - x1 + 1)."""
     lines = [name, str(len(faces))]
     for face in faces:
@@ -113,14 +118,14 @@ def wider_submission_text(name: str, faces) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_wider_result(out_dir: Path, image_path: Path, faces) -> Path:
+def write_wider_result(out_dir: Path, image_path: Path, faces: Sequence[Face]) -> Path:
     """``out_dir/<event>/<name>.txt`` for an image at ``.../<event>/<name>.jpg``."""
     target = Path(out_dir) / image_path.resolve().parent.name / f"{image_path.stem}.txt"
     write_text_atomic(target, wider_submission_text(image_path.stem, faces))
     return target
 
 
-def draw_faces(image: np.ndarray, faces) -> np.ndarray:
+def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     """A copy of ``image`` with each face's box, score and 5 points drawn."""
     import cv2
 
@@ -136,7 +141,7 @@ def draw_faces(image: np.ndarray, faces) -> np.ndarray:
     return canvas
 
 
-def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces) -> Path:
+def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces: Sequence[Face]) -> Path:
     """Save the drawn image as ``out_dir/<rel_name>`` (JPEG/PNG by the input's extension) atomically."""
     import cv2
 
@@ -166,8 +171,9 @@ def _json_lines(target: str | None) -> Iterator[Callable[[dict], None]]:
 
 
 # --------------------------------------------------------------------------- the run
-def run_detection(detector, inputs: Iterable[str], json_out: str | None = None, wider_out: str | None = None,
-                  draw_out: str | None = None, progress: bool = True, err: TextIO | None = None) -> RunSummary:
+def run_detection(detector: MtcnnDetector, inputs: Iterable[str], json_out: str | None = None,
+                  wider_out: str | None = None, draw_out: str | None = None, progress: bool = True,
+                  err: TextIO | None = None) -> RunSummary:
     """Detect faces in every input; bad inputs are reported on ``err`` (naming the file) and skipped."""
     from tqdm import tqdm
 

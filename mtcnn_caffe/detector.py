@@ -20,11 +20,13 @@ in 0..255; grayscale and BGRA are accepted; the cascade resizes 8-bit pixels.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -55,6 +57,7 @@ class Face:
     landmarks: np.ndarray = field(repr=False)
 
     def to_json(self) -> dict:
+        """The face as in ``mtcnn-caffe detect --json`` lines: box and points rounded to 1e-3 px."""
         return {
             "box": [round(float(v), 3) for v in self.box],
             "score": round(float(self.score), 6),
@@ -86,8 +89,8 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
 class MtcnnDetector:
     """The MTCNN cascade over ``det1/det2/det3.prototxt`` + ``.caffemodel`` in ``weights_dir``.
 
-    ``weights_dir`` defaults to the converted official weights (env
-    ``MTCNN_CAFFE_WEIGHTS`` overrides it); self-trained models with the
+    ``weights_dir`` defaults to env ``MTCNN_CAFFE_WEIGHTS``, else the converted
+    official weights (an explicit ``weights_dir`` always wins); self-trained models with the
     layer/blob names of :mod:`mtcnn_caffe.nets` plug in the same way. Nets are
     loaded when first needed, so ``detect_arrays(stages=1)`` needs only ``det1``.
     ``preset="wider"`` selects the paper's WIDER FACE setting (explicit
@@ -100,6 +103,11 @@ class MtcnnDetector:
     glibc): the nets' per-shape buffers then cost no page faults; results are
     the same either way. ``pnet_tile`` caps the side of one P-Net pass (exact
     tiling, see :meth:`pnet_maps`): lower it to bound memory, e.g. in mining workers.
+
+    Threads and processes: calls of :meth:`detect` / :meth:`detect_arrays` on one detector from
+    several threads are serialised by a lock (the nets hold per-call buffers); make one detector per
+    thread or process to run images in parallel. The detector's resize thread (:meth:`_run_ahead`)
+    ends when the detector is garbage-collected, and a forked child makes its own.
     """
 
     def __init__(self, weights_dir: str | Path | None = None, min_size: float | None = None,
@@ -128,10 +136,11 @@ class MtcnnDetector:
             retain_freed_memory()
         self.weights_dir = resolve_weights_dir(weights_dir)
         self._nets: dict[str, StageNet] = {}
-        self._resizer: ThreadPoolExecutor | None = None  # pyramid levels and crops are resized on this thread
-        self._resizer_pid = os.getpid()
-        #: Resize pyramid levels and crops on a worker thread, ahead of the nets (:meth:`pyramid`,
-        #: :meth:`_forward_crops`); False: all in the calling thread, one step after the other.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # one detect call at a time
+        self._resizer: ThreadPoolExecutor | None = None  # made on first use (:meth:`_worker`)
+        #: Resize pyramid levels and crops on a worker thread, ahead of the nets (:meth:`_run_ahead`);
+        #: False: all in the calling thread, one step after the other (same results).
         self.resize_ahead = True
         #: Seconds spent in each net's forward passes since the detector was made (for benchmarks).
         self.forward_seconds = {"det1": 0.0, "det2": 0.0, "det3": 0.0}
@@ -143,37 +152,61 @@ class MtcnnDetector:
             self._nets[stage] = StageNet(self.weights_dir, stage, self.backend)
         return self._nets[stage]
 
+    def _own_process(self) -> None:
+        """After ``fork()`` the child has no resize thread and may hold a copy of a taken lock: new ones."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            self._resizer = None
+
     def _worker(self) -> ThreadPoolExecutor:
-        """The resize thread (a new one in a forked child, where the parent's thread does not exist)."""
-        if self._resizer is None or self._resizer_pid != os.getpid():
+        """The resize thread, one per detector and process. Exactly one thread: it runs the queued calls
+        in order, which the ``fast_resize`` pyramid relies on. It exits when the detector (the
+        executor's only owner) is garbage-collected."""
+        self._own_process()
+        if self._resizer is None:
             self._resizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcnn-resize")
-            self._resizer_pid = os.getpid()
         return self._resizer
+
+    def _run_ahead(self, func: Callable, calls: Sequence[tuple]) -> Iterator:
+        """``func(*args)`` for each ``args`` in ``calls``, in order.
+
+        With :attr:`resize_ahead` all calls are queued at once on the worker thread, which computes
+        them in order while the caller runs the nets on the results already done (OpenCV releases
+        the GIL); otherwise each runs in the calling thread when its result is asked for. Either way
+        the same values. An exception of a call is raised here, in the caller. Use it under
+        ``contextlib.closing``: stopping early (an error) cancels the queued calls and waits for a
+        running one, so no work outlives the caller's step.
+        """
+        if not self.resize_ahead:
+            for args in calls:
+                yield func(*args)
+            return
+        worker = self._worker()
+        futures = [worker.submit(func, *args) for args in calls]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+            wait(futures)
 
     def _forward_crops(self, stage: str, image: np.ndarray, boxes: np.ndarray, size: int) -> dict[str, np.ndarray]:
         """R-/O-Net outputs of the ``size`` px crops of integer 1-based ``boxes``.
 
-        The crops are cut and resized chunk by chunk (:data:`~mtcnn_caffe.backends.BATCH_LIMITS`) on the
-        worker thread while the net runs the chunks already cut (as :meth:`pyramid`); the same crops and
-        outputs as cropping everything first (each crop depends on its box only).
+        The crops are cut and resized chunk by chunk (:data:`~mtcnn_caffe.backends.BATCH_LIMITS`) ahead
+        of the net (:meth:`_run_ahead`); the same crops and outputs as cropping everything first (each
+        crop depends on its box only).
         """
         net = self.net(stage)
-        limit = net.batch_limit
-        if not self.resize_ahead:
-            chunks = [tools.crop_patches(image, boxes, size)]
-        else:
-            worker = self._worker()
-            chunks = [worker.submit(tools.crop_patches, image, boxes[i:i + limit], size)
-                      for i in range(0, len(boxes), limit)]
+        chunks = [(image, boxes[i:i + net.batch_limit], size) for i in range(0, len(boxes), net.batch_limit)]
         parts = []
-        try:
-            for chunk in chunks:
-                crops = chunk if isinstance(chunk, np.ndarray) else chunk.result()
+        with closing(self._run_ahead(tools.crop_patches, chunks)) as cropped:
+            for crops in cropped:
                 start = time.perf_counter()
                 parts.append(net.forward_images(crops))
                 self.forward_seconds[stage] += time.perf_counter() - start
-        finally:
-            _cancel_and_wait(chunks)
         return {name: np.concatenate([p[name] for p in parts]) for name in net.outputs}
 
     def pnet_maps(self, scaled_bgr: np.ndarray, blob: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -207,49 +240,41 @@ class MtcnnDetector:
         """``(scale, level)`` of the P-Net pyramid, each level resized (INTER_AREA) from the full image
         (from the previous level with ``fast_resize``).
 
-        The levels are resized one after the other by a worker thread while the caller runs P-Net on
-        the levels already done (OpenCV releases the GIL): the same pixels, computed while the other
-        core would wait out P-Net's less parallel layers and small levels.
+        The levels are resized one after the other on the worker thread while the caller runs P-Net
+        on the levels already done (:meth:`_run_ahead`): the same pixels, computed while the other core
+        would wait out P-Net's less parallel layers and small levels.
         """
-        for scale, level, _ in self._pyramid(image, with_blobs=False):
-            yield scale, level
+        with closing(self._pyramid(image, with_blobs=False)) as levels:
+            for scale, level, _ in levels:
+                yield scale, level
 
     def _pyramid(self, image: np.ndarray, with_blobs: bool) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
-        """:meth:`pyramid` with each level's net input blob (made on the worker too) when ``with_blobs``."""
+        """:meth:`pyramid` with each level's net input blob (made on the worker too) when ``with_blobs``;
+        close it when stopping early (:meth:`_run_ahead`)."""
         height, width = image.shape[:2]
+        chain = self.fast_resize
+        source = [image]  # fast_resize: the previous level (the calls run in order, see _worker)
+
+        def level(scale: float) -> tuple[float, np.ndarray, np.ndarray | None]:
+            hs, ws = tools.scaled_size(height, width, scale)
+            resized = cv2.resize(source[0], (ws, hs), interpolation=cv2.INTER_AREA)
+            if chain:
+                source[0] = resized
+            return scale, resized, images_to_blob(resized) if with_blobs else None
+
         scales = tools.pyramid_scales(height, width, self.min_size, self.factor)
-        if not self.resize_ahead:  # the plain way, for comparisons
-            source = image
-            for scale in scales:
-                hs, ws = tools.scaled_size(height, width, scale)
-                level = _area_resize(source, (ws, hs))
-                source = level if self.fast_resize else image
-                yield scale, level, images_to_blob(level) if with_blobs else None
-            return
-        worker = self._worker()
-        levels: list[Future] = []
-        for scale in scales:
-            size = tools.scaled_size(height, width, scale)[::-1]
-            if self.fast_resize and levels:  # one worker runs the tasks in order: the previous one is done
-                previous = levels[-1]
-                levels.append(worker.submit(lambda p=previous, s=size: _level(p.result()[0], s, with_blobs)))
-            else:
-                levels.append(worker.submit(_level, image, size, with_blobs))
-        try:
-            for scale, level in zip(scales, levels):
-                yield (scale, *level.result())
-        finally:  # stopped early (an error): drop the queued levels, let a running one finish
-            _cancel_and_wait(levels)
+        return self._run_ahead(level, [(scale,) for scale in scales])
 
     # ----------------------------------------------------------------- stages
     def stage1(self, image: np.ndarray) -> np.ndarray:
         """P-Net candidates ``(N, 5)`` (1-based, truncated squares) of a uint8 BGR image."""
         per_scale = []
-        for scale, scaled, blob in self._pyramid(image, with_blobs=True):
-            prob, reg = self.pnet_maps(scaled, blob)
-            boxes = tools.generate_boxes(prob, reg, scale, self.thresholds[0])
-            if len(boxes):
-                per_scale.append(boxes[tools.nms(boxes, self.nms_thresholds[0], "union")])
+        with closing(self._pyramid(image, with_blobs=True)) as levels:
+            for scale, scaled, blob in levels:
+                prob, reg = self.pnet_maps(scaled, blob)
+                boxes = tools.generate_boxes(prob, reg, scale, self.thresholds[0])
+                if len(boxes):
+                    per_scale.append(boxes[tools.nms(boxes, self.nms_thresholds[0], "union")])
         if not per_scale:
             return np.zeros((0, 5))
         boxes = np.concatenate(per_scale)
@@ -304,6 +329,12 @@ class MtcnnDetector:
         if stages not in (1, 2, 3):
             raise ValueError(f"stages must be 1, 2 or 3, not {stages}")
         image = to_bgr_uint8(image_bgr)
+        self._own_process()
+        with self._lock:
+            return self._cascade(image, stages)
+
+    def _cascade(self, image: np.ndarray, stages: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`detect_arrays` of a uint8 BGR image (the caller holds the lock)."""
         boxes = self.stage1(image)
         if stages >= 2 and len(boxes):
             boxes = self.stage2(image, boxes)
@@ -324,24 +355,6 @@ def to_zero_based(boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
     boxes[:, :4] -= 1
     return boxes, np.asarray(points, dtype=np.float64).reshape(-1, 5, 2) - 1
-
-
-def _cancel_and_wait(tasks: list) -> None:
-    """Cancel the queued ``Future`` s of ``tasks`` and wait for a running one (other items are ignored)."""
-    futures = [t for t in tasks if isinstance(t, Future)]
-    for future in futures:
-        future.cancel()
-    wait(futures)
-
-
-def _level(source: np.ndarray, size: tuple[int, int], with_blob: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """One pyramid level of ``size`` (w, h) and, if asked, its net input blob."""
-    level = _area_resize(source, size)
-    return level, images_to_blob(level) if with_blob else None
-
-
-def _area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _tile_starts(length: int, tile: int) -> list[tuple[int, int]]:

@@ -205,7 +205,6 @@ class _SizeClassGrid:
             return self.ranks[:0]
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
-
     def neighbour_pairs(self, query_ranks: np.ndarray, ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All ``(query, member)`` rank pairs where the member's cell is within one cell of the query's
         (vectorised). With ``margin >= 2`` and queries no larger than this class, that covers every
@@ -261,14 +260,32 @@ def _grid_nms_sorted(ranked: np.ndarray, threshold: float, mode: str) -> np.ndar
 
 
 def _pairs_nms_sorted(ranked: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy union-mode NMS of boxes sorted best first, from the sparse list of overlapping pairs.
+    """Greedy union-mode NMS of boxes sorted best first, from the sparse list of overlapping pairs
+    (:func:`_overlapping_pairs`): one pass in rank order keeps a box unless a kept box overlaps it."""
+    n = len(ranked)
+    first, second = _overlapping_pairs(ranked, threshold)
+    order = np.argsort(first, kind="stable")
+    first, second = first[order], second[order]
+    bounds = np.searchsorted(first, np.arange(n + 1)).tolist()
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for rank in range(n):  # the greedy pass: cheap per box, the overlaps are already known
+        if suppressed[rank]:
+            continue
+        keep.append(rank)
+        if bounds[rank + 1] > bounds[rank]:
+            suppressed[second[bounds[rank]:bounds[rank + 1]]] = True
+    return np.array(keep, dtype=np.intp)
+
+
+def _overlapping_pairs(ranked: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rank pairs ``(better, worse)`` of boxes with IoU > ``threshold`` (union mode, ``threshold > 0``).
 
     IoU > t needs both widths and both heights within a factor 1/t, so only size
     classes at most ``log2(1/t)`` apart can interact; their candidate pairs come
-    from neighbouring grid cells (vectorised), their IoUs are computed in chunks,
-    and one pass in rank order keeps a box unless a kept box overlaps it.
+    from neighbouring grid cells (vectorised) and their IoUs are computed in chunks
+    (:data:`PAIR_CHUNK`); only the overlapping pairs are kept, never an N x N matrix.
     """
-    n = len(ranked)
     side = np.maximum(ranked[:, 2] - ranked[:, 0], ranked[:, 3] - ranked[:, 1]) + 1
     level = np.floor(np.log2(np.maximum(side, 1))).astype(np.int64)
     levels = np.unique(level).tolist()
@@ -291,20 +308,9 @@ def _pairs_nms_sorted(ranked: np.ndarray, threshold: float) -> np.ndarray:
                     over = iou_pairs(ranked[a], ranked[b], pixel_offset=1, a_area=areas[a], b_area=areas[b]) > threshold
                     firsts.append(np.minimum(a[over], b[over]))
                     seconds.append(np.maximum(a[over], b[over]))
-    first = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
-    second = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
-    order = np.argsort(first, kind="stable")
-    first, second = first[order], second[order]
-    bounds = np.searchsorted(first, np.arange(n + 1)).tolist()
-    suppressed = np.zeros(n, dtype=bool)
-    keep = []
-    for rank in range(n):  # the greedy pass: cheap per box, the overlaps are already known
-        if suppressed[rank]:
-            continue
-        keep.append(rank)
-        if bounds[rank + 1] > bounds[rank]:
-            suppressed[second[bounds[rank]:bounds[rank + 1]]] = True
-    return np.array(keep, dtype=np.intp)
+    if not firsts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
 
 
 # --------------------------------------------------------------------------- box refinement

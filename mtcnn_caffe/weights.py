@@ -50,12 +50,15 @@ class WeightsNotFoundError(FileNotFoundError):
 
 # --------------------------------------------------------------------------- where weights live
 def resolve_weights_dir(weights_dir: str | Path | None = None) -> Path:
-    """Directory of ``det*.prototxt`` + ``det*.caffemodel``: env ``MTCNN_CAFFE_WEIGHTS``, else
-    ``weights_dir``, else the repository's ``prototxt/mtcnn`` (the converted default weights)."""
+    """Directory of ``det*.prototxt`` + ``det*.caffemodel``: ``weights_dir`` when given, else env
+    ``MTCNN_CAFFE_WEIGHTS``, else the repository's ``prototxt/mtcnn`` (the converted default weights).
+
+    An explicit directory always wins (self-trained models, the mining pipeline): the environment
+    variable only replaces the default."""
+    if weights_dir is not None:
+        return Path(weights_dir)
     env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env)
-    return Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    return Path(env) if env else DEFAULT_WEIGHTS_DIR
 
 
 def stage_files(weights_dir: str | Path, stage: str) -> tuple[Path, Path]:

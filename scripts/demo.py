@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MTCNN demo: detect faces + 5 points in IMAGE... and save the drawn results (default: output/demo/).
 
-    python scripts/demo.py photo.jpg [more.jpg ...] [--out DIR] [--backend opencv] [--preset wider]
+    python scripts/demo.py photo.jpg [more.jpg ...] [--out DIR] [--backend opencv] [--preset wider] [--weights-dir DIR]
 
 A thin wrapper over the library (the same as `mtcnn-caffe detect IMAGE... --draw DIR`), printing each face.
 """
@@ -18,12 +18,14 @@ def main() -> int:
     parser.add_argument("--out", default="output/demo", help="folder for the drawn images (default: %(default)s)")
     parser.add_argument("--backend", choices=("caffe", "opencv"), default="caffe")
     parser.add_argument("--preset", choices=("official", "wider"), default="official")
+    parser.add_argument("--weights-dir", metavar="DIR", help="det1/det2/det3 .prototxt + .caffemodel "
+                        "(default: the converted official weights, or env MTCNN_CAFFE_WEIGHTS)")
     args = parser.parse_args()
 
     from mtcnn_caffe.detection_io import read_image, write_drawing
     from mtcnn_caffe.detector import MtcnnDetector
 
-    detector = MtcnnDetector(backend=args.backend, preset=args.preset)
+    detector = MtcnnDetector(args.weights_dir, backend=args.backend, preset=args.preset)
     status = 0
     for name in args.images:
         try:

@@ -249,7 +249,7 @@ def test_fast_resize_option_finds_the_same_faces(default_weights, group):
     np.testing.assert_allclose(fast[order[0], :4], boxes[order[1], :4], atol=4)
 
 
-def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights, monkeypatch):
+def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights):
     """The opencv backend runs R-/O-Net crops in small chunks (backends.BATCH_LIMITS): a crop's outputs are
     bit for bit those of one batch of all crops (and of the crop alone), so chunking never changes results."""
     from mtcnn_caffe import backends
@@ -260,7 +260,7 @@ def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights, 
         crops = rng.integers(0, 256, (37, size, size, 3), dtype=np.uint8)
         chunked = net.forward_images(crops)
         assert backends.BATCH_LIMITS["opencv"][stage] < len(crops)
-        monkeypatch.setitem(backends.BATCH_LIMITS["opencv"], stage, 512)
+        net.batch_limit = 512
         whole = net.forward_images(crops)
         alone = net.forward_images(crops[5:6])
         for name in net.outputs:
@@ -347,3 +347,83 @@ def test_detector_works_in_a_forked_child(default_weights, small_face):
         child.join(timeout=30)
         if child.is_alive():
             child.kill()
+
+
+def test_a_worker_error_reaches_the_caller_and_the_detector_goes_on(default_weights, group, monkeypatch):
+    """An exception while cropping on the resize thread is raised by detect itself (same type and
+    message); the next call on the same detector works and gives the usual faces."""
+    from mtcnn_caffe import tools
+
+    det = MtcnnDetector(weights_dir=default_weights, backend="opencv")
+    boxes, points = det.detect_arrays(group)
+
+    def broken_crop(*args):
+        raise RuntimeError("crop failed on the worker")
+
+    monkeypatch.setattr(tools, "crop_patches", broken_crop)
+    with pytest.raises(RuntimeError, match="crop failed on the worker"):
+        det.detect_arrays(group)
+    monkeypatch.undo()
+    again, again_points = det.detect_arrays(group)
+    np.testing.assert_array_equal(again, boxes)
+    np.testing.assert_array_equal(again_points, points)
+
+
+def test_an_error_midway_cancels_the_queued_pyramid_levels(default_weights, group, monkeypatch):
+    """P-Net failing on the first level: detect raises at once, the levels still queued on the resize
+    thread are dropped (not computed for nothing), and the thread stays usable."""
+    import threading
+
+    from mtcnn_caffe import detector as detector_module
+
+    det = MtcnnDetector(weights_dir=default_weights)
+    resized, release = [], threading.Event()
+    real_resize, real_wait = cv2.resize, detector_module.wait
+
+    def counting_resize(*args, **kwargs):
+        resized.append(args[1])
+        if len(resized) == 2:
+            release.wait(30)  # the worker holds level 1 until the caller has cancelled the rest
+        return real_resize(*args, **kwargs)
+
+    def wait_after_cancelling(futures):  # _run_ahead calls wait() right after cancelling
+        release.set()
+        return real_wait(futures)
+
+    def failing_pnet(*args):
+        raise RuntimeError("P-Net failed")
+
+    monkeypatch.setattr(detector_module.cv2, "resize", counting_resize)
+    monkeypatch.setattr(detector_module, "wait", wait_after_cancelling)
+    monkeypatch.setattr(det, "pnet_maps", failing_pnet)
+    with pytest.raises(RuntimeError, match="P-Net failed") as failure:  # its traceback keeps the frames alive
+        det.detect_arrays(group)
+    assert det._worker().submit(len, "ok").result(timeout=10) == 2  # runs after every earlier task
+    assert len(det_scales(det, group)) > 5 and len(resized) <= 2
+    assert failure.traceback  # (cleanup must not rely on the failed call's frames being freed)
+
+
+def test_detectors_and_threads_do_not_interfere_or_leak(default_weights, small_face, group):
+    """Two detectors have a resize thread each; detect calls from several threads on one detector
+    give the single-thread results (they are serialised); a detector's thread ends with the detector."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = MtcnnDetector(weights_dir=default_weights, backend="opencv")
+    second = MtcnnDetector(weights_dir=default_weights, backend="opencv")
+    images = [small_face, group] * 3
+    expected = [first.detect_arrays(image) for image in images[:2]]
+    assert second.detect_arrays(group)[0].tolist() == expected[1][0].tolist()
+    assert first._resizer is not second._resizer
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(first.detect_arrays, images))
+    for k, (boxes, points) in enumerate(results):
+        np.testing.assert_array_equal(boxes, expected[k % 2][0])
+        np.testing.assert_array_equal(points, expected[k % 2][1])
+    threads = [t for det in (first, second) for t in det._resizer._threads]
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)
+    del first, second, results
+    gc.collect()
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()

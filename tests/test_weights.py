@@ -105,7 +105,10 @@ def test_weights_dir_resolution(monkeypatch, tmp_path):
     assert weights.resolve_weights_dir() == weights.DEFAULT_WEIGHTS_DIR
     assert weights.resolve_weights_dir(tmp_path) == tmp_path
     monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "env"))
-    assert weights.resolve_weights_dir(tmp_path) == tmp_path / "env"
+    assert weights.resolve_weights_dir() == tmp_path / "env"  # the env var replaces the default ...
+    assert weights.resolve_weights_dir(tmp_path) == tmp_path  # ... but an explicit directory wins
+    monkeypatch.setenv(weights.WEIGHTS_ENV, "")
+    assert weights.resolve_weights_dir() == weights.DEFAULT_WEIGHTS_DIR  # empty: unset
 
 
 def test_fetch_script_converts_once_then_is_up_to_date(caffe, converted, tmp_path):

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="inference engine over the same prototxt/caffemodel (default: caffe)")
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with det1/det2/det3 .prototxt + .caffemodel (default: the converted official "
-                   "weights; env MTCNN_CAFFE_WEIGHTS overrides)")
+                   "weights, or env MTCNN_CAFFE_WEIGHTS when set; this option wins over both)")
     p.add_argument("--json", metavar="OUT.jsonl", help="write one JSON line per image ('-' for stdout)")
     p.add_argument("--wider-out", metavar="DIR", help="write WIDER FACE submission files DIR/<event>/<name>.txt")
     p.add_argument("--draw", metavar="DIR", help="save images with boxes, scores and points drawn")
