@@ -1,6 +1,6 @@
 """Running the face detector over many images: inputs, image reading, outputs (JSON lines, WIDER FACE
-submission files, drawn images). The ``mtcnn-caffe detect`` command and ``scripts/demo.py`` are thin
-wrappers over :func:`run_detection`.
+submission files, drawn images). The ``mtcnn-caffe detect`` command is a thin wrapper over
+:func:`run_detection`; ``scripts/demo.py`` uses :func:`read_image` and :func:`write_drawing`.
 
 Every output is written atomically (:mod:`mtcnn_caffe.atomic`: temporary file + ``os.replace``):
 an interrupted run never leaves a half-written file that looks complete.

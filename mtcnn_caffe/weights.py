@@ -85,8 +85,9 @@ def check_weights(prototxt: str | Path, caffemodel: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- conversion
-def _to_caffe(array: np.ndarray, kind: str, caffe_shape: tuple[int, ...], bottom_shape: tuple[int, ...]) -> np.ndarray:
-    """One TensorFlow-layout array -> the Caffe blob of ``caffe_shape`` (see the module docstring)."""
+def _to_caffe(array: np.ndarray, kind: str, bottom_shape: tuple[int, ...]) -> np.ndarray:
+    """One TensorFlow-layout array -> its Caffe blob layout (see the module docstring); ``bottom_shape``
+    is the layer's input ``(C, A, B)`` (or ``(C,)``), which decides the fully connected reordering."""
     a = np.asarray(array, dtype=np.float32)
     if kind == "Convolution" and a.ndim == 4:
         out = a.transpose(3, 2, 0, 1)
@@ -117,7 +118,7 @@ def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: st
         for k, blob in enumerate(blobs):
             if not remaining:
                 raise WeightsMismatchError(f"{prototxt}: layer {name!r}: the weights ran out")
-            value = _to_caffe(remaining.pop(0), kind, blob.data.shape, bottom)
+            value = _to_caffe(remaining.pop(0), kind, bottom)
             if value.shape != blob.data.shape:
                 raise WeightsMismatchError(
                     f"{prototxt}: layer {name!r} blob {k}: expects {blob.data.shape}, converted weights are {value.shape}"

@@ -94,7 +94,7 @@ def test_mining_with_the_real_detector_matches_its_crops(shared_dir, caffe, tmp_
     feeds R-Net for that box."""
     import cv2
 
-    from mtcnn_caffe import MtcnnDetector, detector as detector_module, tools
+    from mtcnn_caffe import MtcnnDetector, tools
 
     root = shared_dir / "data" / "wider_train_subset"
     anno, images = root / "wider_face_split" / "wider_face_train_bbx_gt.txt", root / "WIDER_train" / "images"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from mtcnn_caffe.doctor import REQUIRED_LAYERS
 from tests.conftest import write_prototxt

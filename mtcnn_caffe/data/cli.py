@@ -31,8 +31,9 @@ def add_wider_args(parser: argparse.ArgumentParser) -> None:
 
 def report(stats: dict[str, Any], out: str) -> int:
     """Print the headline counts of a stats dict; exit status 0."""
-    keys = ("pos", "part", "neg", "landmark", "skipped_faces", "failed_images")
-    print(json.dumps({k: stats.get(k) for k in keys}), file=sys.stdout)
+    from .pipeline import STATS_KEYS
+
+    print(json.dumps({k: stats.get(k) for k in STATS_KEYS}), file=sys.stdout)
     extra = f", {stats['samples_per_second']} samples/s" if stats.get("samples_per_second") else ""
     print(f"wrote {out} (stats.json{extra})")
     if stats.get("failed_images"):

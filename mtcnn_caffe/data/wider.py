@@ -156,8 +156,5 @@ def random_crop_samples(image: np.ndarray, selection: FaceSelection, rng: np.ran
     keep = (labels != DISCARD) & (labels != NEGATIVE)  # negatives come from the two passes above
     pieces.append((cand[keep], labels[keep], best[keep], ious[keep]))
 
-    crops = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros((0, 4))
-    labels = np.concatenate([p[1] for p in pieces]) if pieces else np.zeros(0, np.int64)
-    best = np.concatenate([p[2] for p in pieces]) if pieces else np.zeros(0, np.int64)
-    ious = np.concatenate([p[3] for p in pieces]) if pieces else np.zeros(0)
+    crops, labels, best, ious = (np.concatenate(column) for column in zip(*pieces))  # pieces is never empty
     return make_samples(image, crops, labels, best, ious, gt, size, image_index)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import atomic_path, to_jsonable, write_json_atomic  # noqa: F401  (re-exported)
+from ..atomic import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported for the reports)
 
 if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
     from matplotlib.figure import Figure
