@@ -165,6 +165,8 @@ def hard_example_main(argv: list[str] | None = None, stage: int | None = None) -
 @_clean_errors
 def net_imdb_main(argv: list[str] | None = None) -> int:
     """``gen_net_imdb.py``."""
+    from .pack import DEFAULT_RATIO, pack_stage
+
     parser = argparse.ArgumentParser(
         description="Combine generator outputs of one stage into the training LMDB (DIR/data.lmdb, one fixed-size "
                     "record per sample: label, 4 box targets, 10 landmark targets, uint8 BGR crop) and, with "
@@ -173,12 +175,11 @@ def net_imdb_main(argv: list[str] | None = None) -> int:
                                       "disk-bound stream of LMDB transactions")
     parser.add_argument("--stage", type=int, required=True, choices=(12, 24, 48), help="crop size of the stage")
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="generator output directories")
-    parser.add_argument("--ratio", default="3:1:1:2", metavar="N:P:T:L",
-                        help="neg:pos:part:landmark mix (default 3:1:1:2); 'all' takes every sample")
+    parser.add_argument("--ratio", default=DEFAULT_RATIO, metavar="N:P:T:L",
+                        help=f"neg:pos:part:landmark mix (default {DEFAULT_RATIO}); 'all' takes every sample")
     parser.add_argument("--imdb", action="store_true", help="also write cls.imdb, roi.imdb, pts.imdb (small sets)")
     parser.add_argument("--no-lmdb", action="store_true", help="write only the imdb pickles")
     args = parser.parse_args(argv)
-    from .pack import pack_stage
 
     stats = pack_stage(args.stage, args.data, args.out, ratio=args.ratio, seed=args.seed, limit=args.limit,
                        imdb=args.imdb, lmdb=not args.no_lmdb, progress=not args.no_progress,

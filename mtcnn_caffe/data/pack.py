@@ -26,7 +26,7 @@ from .pipeline import STATS, SampleDir, open_sample_dir
 from .records import LABELS, RECORD_FORMAT, check_size, record_dtype, samples_to_records
 
 #: Default minibatch mix neg:pos:part:landmark (reference_constants.md).
-DEFAULT_RATIO = {"neg": 3, "pos": 1, "part": 1, "landmark": 2}
+DEFAULT_RATIO = "3:1:1:2"
 TYPE_ORDER = ("neg", "pos", "part", "landmark")
 PROGRESS_KEY = b"__written__"
 PLAN_KEY = b"__plan__"
@@ -240,7 +240,7 @@ def open_stage_dirs(stage: int, data_dirs: Sequence[str | Path]) -> list[SampleD
     return dirs
 
 
-def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, ratio: str | None = "3:1:1:2",
+def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, ratio: str | None = DEFAULT_RATIO,
                seed: int = 0, limit: int | None = None, imdb: bool = False, lmdb: bool = True,
                progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Combine generator outputs of one stage into ``out`` (LMDB and/or imdb pickles) + stats.json.
