@@ -1,6 +1,6 @@
-"""Running the face detector over many images: inputs, image reading, outputs (JSON lines, WIDER FACE
+"""Running the face detector over many images: inputs, outputs (JSON lines, WIDER FACE
 submission files, drawn images). The ``mtcnn-caffe detect`` command is a thin wrapper over
-:func:`run_detection`; ``scripts/demo.py`` uses :func:`read_image` and :func:`write_drawing`.
+:func:`run_detection`; ``scripts/demo.py`` uses :func:`write_drawing` (images are read by :mod:`mtcnn_caffe.images`).
 
 Every output is written atomically (:mod:`mtcnn_caffe.atomic`: temporary file + ``os.replace``):
 an interrupted run never leaves a half-written file that looks complete.
@@ -8,7 +8,6 @@ an interrupted run never leaves a half-written file that looks complete.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TextIO
 import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
+from .images import read_image
 
 if TYPE_CHECKING:  # the detector imports cv2: only for the annotations
     from .detector import Face, MtcnnDetector
@@ -81,25 +81,6 @@ def _read_list(list_path: Path, failures: list[str]) -> list[InputImage]:
         path = Path(name) if Path(name).is_absolute() else list_path.parent / name
         images.append(InputImage(path, name))
     return images
-
-
-def read_image(path: Path) -> np.ndarray:
-    """BGR uint8 image (EXIF orientation applied; gray, 16-bit and alpha converted by OpenCV).
-
-    Raises ``OSError`` with a message naming the file when it cannot be read.
-    """
-    import cv2
-
-    if not path.exists():
-        raise OSError(f"{path}: no such file")
-    if not path.is_file():
-        raise OSError(f"{path}: not a file")
-    if not os.access(path, os.R_OK):
-        raise OSError(f"{path}: permission denied")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot decode image (corrupt or unsupported format)")
-    return image
 
 
 # --------------------------------------------------------------------------- outputs

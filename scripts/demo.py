@@ -22,7 +22,8 @@ def main() -> int:
                         "(default: the converted official weights, or env MTCNN_CAFFE_WEIGHTS)")
     args = parser.parse_args()
 
-    from mtcnn_caffe.detection_io import read_image, write_drawing
+    from mtcnn_caffe.detection_io import write_drawing
+    from mtcnn_caffe.images import read_image
     from mtcnn_caffe.detector import MtcnnDetector
 
     detector = MtcnnDetector(args.weights_dir, backend=args.backend, preset=args.preset)

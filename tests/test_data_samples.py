@@ -184,8 +184,8 @@ def test_gen_12net_data_labels_targets_and_failures(tmp_path):
     assert stats["landmark"] == 0
     # the missing and the corrupt image are skipped, counted and named; the bad line is reported
     assert stats["failed_images"] == 2
-    assert any("missing.png" in f and "not found" in f for f in stats["failed_image_list"])
-    assert any("corrupt.png" in f and "decoded" in f for f in stats["failed_image_list"])
+    assert any("missing.png" in f and "no such file" in f for f in stats["failed_image_list"])
+    assert any("corrupt.png" in f and "cannot decode" in f for f in stats["failed_image_list"])
     assert stats["annotation_errors"] == 1 and ":" in stats["annotation_error_list"][0]
     assert stats["skipped_faces_by_reason"] == {"invalid": 1, "too_small": 1}
     assert stats["images"] == 5
