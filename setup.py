@@ -10,7 +10,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["mtcnn_caffe", "mtcnn_caffe.*", "ssd_mobilenet", "ssd_mobilenet.*"]),
+    packages=find_packages(include=["caffe_common", "caffe_common.*", "mtcnn_caffe", "mtcnn_caffe.*", "ssd_mobilenet", "ssd_mobilenet.*"]),
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.5,<5",

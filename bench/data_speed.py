@@ -98,7 +98,7 @@ def _write_datum_lmdb(records, path: Path) -> Path:
     import lmdb
     import numpy as np
 
-    from mtcnn_caffe.caffe_env import import_caffe
+    from caffe_common.env import import_caffe
 
     import_caffe()
     from caffe.proto import caffe_pb2
@@ -119,7 +119,7 @@ def bench_decode(sample_dir: Path, tmp: Path, batch: int = 256, rounds: int = 40
     import lmdb
     import numpy as np
 
-    from mtcnn_caffe.caffe_env import import_caffe
+    from caffe_common.env import import_caffe
     from mtcnn_caffe.data import pack
     from mtcnn_caffe.data.lmdb_io import RecordReader
     from mtcnn_caffe.net_input import images_to_blob

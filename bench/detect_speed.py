@@ -63,10 +63,10 @@ PLAIN_SERVER = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import cv2
-from mtcnn_caffe import backends, tools
-from mtcnn_caffe.detector import MtcnnDetector
+from mtcnn_caffe.detect import backends, steps
+from mtcnn_caffe.detect.cascade import MtcnnDetector
 backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
-tools._dense_nms_sorted = tools._greedy_nms_sorted
+steps._dense_nms_sorted = steps._greedy_nms_sorted
 config = json.loads(sys.stdin.readline())
 detector = MtcnnDetector(backend="opencv", min_size=config["min_size"], factor=config["factor"],
                          thresholds=config["thresholds"], retain_memory=False)
@@ -99,7 +99,7 @@ class OurDetector:
     """One backend of this project; ``run(k)`` times image ``k`` with a per-stage breakdown."""
 
     def __init__(self, images, backend: str, settings: dict):
-        from mtcnn_caffe.detector import MtcnnDetector
+        from mtcnn_caffe.detect.cascade import MtcnnDetector
 
         self.images = images
         self.detector = MtcnnDetector(backend=backend, **settings)

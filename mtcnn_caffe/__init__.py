@@ -1,11 +1,15 @@
-"""mtcnn-caffe: MTCNN face detection + alignment (and MobileNet-SSD) on real Caffe."""
+"""mtcnn-caffe: MTCNN face detection + 5-point alignment on real Caffe.
+
+What is about faces lives here (:mod:`.detect`, :mod:`.nets`, :mod:`.data`, :mod:`.evaluation`);
+what both detectors share lives in :mod:`caffe_common`.
+"""
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
     # Lazy: `import mtcnn_caffe` stays light (no cv2/Caffe) until the detector is asked for.
     if name in ("MtcnnDetector", "Face"):
-        from . import detector
+        from .detect import cascade
 
-        return getattr(detector, name)
+        return getattr(cascade, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

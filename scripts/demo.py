@@ -22,9 +22,9 @@ def main() -> int:
                         "(default: the converted official weights, or env MTCNN_CAFFE_WEIGHTS)")
     args = parser.parse_args()
 
-    from mtcnn_caffe.detection_io import write_drawing
-    from mtcnn_caffe.images import read_image
-    from mtcnn_caffe.detector import MtcnnDetector
+    from mtcnn_caffe.detect.io import write_drawing
+    from caffe_common.images import read_image
+    from mtcnn_caffe.detect.cascade import MtcnnDetector
 
     detector = MtcnnDetector(args.weights_dir, backend=args.backend, preset=args.preset)
     status = 0

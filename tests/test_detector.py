@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_caffe import weights
-from mtcnn_caffe.detector import PRESETS, Face, MtcnnDetector
-from mtcnn_caffe.tools_loop import detect_face_loop
+from mtcnn_caffe.nets import weights
+from mtcnn_caffe.detect.cascade import PRESETS, Face, MtcnnDetector
+from tests.tools_loop import detect_face_loop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_acceptance_on_faces_68pt(det, shared_dir):
     """Default settings find >= 41 of the 43 annotated faces (IoU >= 0.5); 5-point error <= 0.10 of the
     inter-ocular distance against points derived from the 68-point annotation."""
     from mtcnn_caffe.annotations import inter_ocular_distance, landmarks_68_to_5
-    from mtcnn_caffe.boxes import iou_matrix
+    from caffe_common.boxes import iou_matrix
 
     found, total, errors = 0, 0, []
     for path, item in _faces_68pt(shared_dir):
@@ -252,7 +252,7 @@ def test_fast_resize_option_finds_the_same_faces(default_weights, group):
 def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights):
     """The opencv backend runs R-/O-Net crops in small chunks (backends.BATCH_LIMITS): a crop's outputs are
     bit for bit those of one batch of all crops (and of the crop alone), so chunking never changes results."""
-    from mtcnn_caffe import backends
+    from mtcnn_caffe.detect import backends
 
     rng = np.random.default_rng(5)
     for stage, size in (("det2", 24), ("det3", 48)):
@@ -272,8 +272,8 @@ def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights):
 PLAIN_PATHS = """
 import json, sys
 import cv2, numpy as np
-from mtcnn_caffe import backends, tools
-from mtcnn_caffe.detector import MtcnnDetector
+from mtcnn_caffe.detect import backends, steps as tools
+from mtcnn_caffe.detect.cascade import MtcnnDetector
 backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
 tools._dense_nms_sorted = tools._greedy_nms_sorted
 out = {}
@@ -290,7 +290,7 @@ def test_fast_paths_give_the_same_faces_as_the_plain_paths(default_weights, grou
     """The speed-ups (retained allocator memory, opencv's 16-crop chunks, all-pairs NMS for small sets,
     pyramid resized ahead on a thread) against the straightforward paths in a fresh process (the
     allocator setting is process-wide): identical boxes, scores and points, bit for bit, both backends."""
-    from mtcnn_caffe.backends import retain_freed_memory
+    from mtcnn_caffe.detect.backends import retain_freed_memory
 
     image_file = tmp_path / "group.npy"
     np.save(image_file, group)
@@ -326,7 +326,7 @@ def test_pyramid_resized_ahead_equals_one_by_one(default_weights, group, fast_re
 
 
 def det_scales(det, image):
-    from mtcnn_caffe import tools
+    from mtcnn_caffe.detect import steps as tools
 
     return tools.pyramid_scales(image.shape[0], image.shape[1], det.min_size, det.factor)
 
@@ -352,7 +352,7 @@ def test_detector_works_in_a_forked_child(default_weights, small_face):
 def test_a_worker_error_reaches_the_caller_and_the_detector_goes_on(default_weights, group, monkeypatch):
     """An exception while cropping on the resize thread is raised by detect itself (same type and
     message); the next call on the same detector works and gives the usual faces."""
-    from mtcnn_caffe import tools
+    from mtcnn_caffe.detect import steps as tools
 
     det = MtcnnDetector(weights_dir=default_weights, backend="opencv")
     boxes, points = det.detect_arrays(group)
@@ -374,7 +374,7 @@ def test_an_error_midway_cancels_the_queued_pyramid_levels(default_weights, grou
     thread are dropped (not computed for nothing), and the thread stays usable."""
     import threading
 
-    from mtcnn_caffe import detector as detector_module
+    from mtcnn_caffe.detect import cascade as detector_module
 
     det = MtcnnDetector(weights_dir=default_weights)
     resized, release = [], threading.Event()

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_caffe import weights
+from mtcnn_caffe.nets import weights
 from mtcnn_caffe.cli import main
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtcnn_caffe.evaluation.curves import (
+from caffe_common.eval.curves import (
     ranked_precision_recall,
     value_at_or_below,
     voc_ap,

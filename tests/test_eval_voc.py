@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtcnn_caffe.evaluation import EvaluationError, ProblemLog
-from mtcnn_caffe.evaluation.voc import (
+from caffe_common.eval.voc import (
     ClassDetections,
     evaluate_class,
     read_class_detections,

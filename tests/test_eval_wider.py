@@ -86,7 +86,7 @@ def test_no_fall_back_to_second_best_face():
     """The official code assigns a prediction to its max-IoU face even if already recalled."""
     gt_boxes = np.array([[0, 0, 100, 100], [30, 0, 100, 100]], float)
     second = np.array([[10, 0, 100, 100, 0.5]])
-    from mtcnn_caffe.boxes import iou_matrix
+    from caffe_common.boxes import iou_matrix
 
     xyxy = lambda b: np.column_stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]])
     ious = iou_matrix(xyxy(second), xyxy(gt_boxes), pixel_offset=1)[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtcnn_caffe.doctor import REQUIRED_LAYERS
+from caffe_common.doctor import REQUIRED_LAYERS
 from tests.conftest import write_prototxt
 
 

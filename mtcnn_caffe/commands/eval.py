@@ -5,22 +5,9 @@ Argument parsing only; the evaluators live in :mod:`mtcnn_caffe.evaluation`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:
-    from ..evaluation.reports import Report
-
-DEFAULT_OUT = Path("eval_results")
-
-
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--out`` and ``--strict``, shared with ``ssd-mobilenet eval``."""
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder for the JSON summary and the PNG plot (default: {DEFAULT_OUT})")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at the first bad input line instead of skipping and reporting it")
+from caffe_common.eval.cli import add_common_options, print_usage, report_and_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate detections: WIDER FACE AP, FDDB ROC, landmark NME",
         description="Evaluate detector output with the official protocols. Each benchmark prints a one-line "
                     "summary and writes <out>/<benchmark>.json and a PNG plot.")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
 
     wider = benchmarks.add_parser(
@@ -72,34 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a face whose best detection has a lower IoU counts as missed (default 0.3)")
     add_common_options(marks)
     marks.set_defaults(func=run_landmarks)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 1
-
-
-def report_and_exit(make_report: Callable[[], "Report"]) -> int:
-    """Run a report function; print its summary line (stdout), problems and files (stderr).
-
-    Exit status 0 when the evaluation ran (skipped input lines are listed, not fatal), 2 when an
-    input was refused (missing file, unreadable ground truth, or any bad line with ``--strict``).
-    """
-    from ..annotations import AnnotationError
-    from ..evaluation import EvaluationError
-
-    try:
-        report = make_report()
-    except (EvaluationError, AnnotationError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for line in report.problems.summary_lines():
-        print(line, file=sys.stderr)
-    if report.problems.problems:
-        print(f"{len(report.problems.problems)} bad input item(s) skipped (see the JSON summary)", file=sys.stderr)
-    print(f"wrote {', '.join(str(p) for p in report.files)}", file=sys.stderr)
-    print(report.line)
-    return 0
 
 
 def run_wider(args: argparse.Namespace) -> int:

@@ -124,6 +124,7 @@ def landmark_main(argv: list[str] | None = None) -> int:
 @_clean_errors
 def hard_example_main(argv: list[str] | None = None, stage: int | None = None) -> int:
     """``gen_hard_example.py --stage 24|48`` (and the seed-named wrappers, which fix the stage)."""
+    from ..detect import defaults
     from .mining import MiningParams
 
     which = {None: "P-Net for --stage 24, P+R-Net for --stage 48", 24: "P-Net, for the 24-net",
@@ -138,12 +139,12 @@ def hard_example_main(argv: list[str] | None = None, stage: int | None = None) -
         parser.add_argument("--stage", type=int, required=True, choices=(24, 48), help="the stage the samples are for")
     parser.add_argument("--weights-dir", "--weights", dest="weights", default=None, metavar="DIR",
                         help="det1/det2 .prototxt + .caffemodel to mine with (default: the toolkit's default weights)")
-    parser.add_argument("--det-min-size", type=float, default=20.0, metavar="PX",
-                        help="detector minimum face size (default 20)")
-    parser.add_argument("--factor", type=float, default=0.709, metavar="F",
-                        help="detector pyramid factor (default 0.709)")
-    parser.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7), metavar=("P", "R", "O"),
-                        help="detector score thresholds (default 0.6 0.7 0.7)")
+    parser.add_argument("--det-min-size", type=float, default=defaults.MIN_SIZE, metavar="PX",
+                        help=f"detector minimum face size (default {defaults.MIN_SIZE})")
+    parser.add_argument("--factor", type=float, default=defaults.FACTOR, metavar="F",
+                        help=f"detector pyramid factor (default {defaults.FACTOR})")
+    parser.add_argument("--thresholds", type=float, nargs=3, default=defaults.THRESHOLDS, metavar=("P", "R", "O"),
+                        help="detector score thresholds (default {} {} {})".format(*defaults.THRESHOLDS))
     parser.add_argument("--backend", choices=("caffe", "opencv"), default="caffe",
                         help="run the detector's nets in Caffe (default) or OpenCV DNN (same nets, faster)")
     parser.add_argument("--max-neg-per-image", type=int, default=60, metavar="N",

@@ -1,13 +1,14 @@
 """Crop geometry shared by every sample generator: labelling by IoU, targets, crop + resize.
 
 Boxes here are ``x1, y1, x2, y2`` in continuous pixels (``pixel_offset=0`` of
-:mod:`mtcnn_caffe.boxes`, the one IoU implementation of the project).
+:mod:`caffe_common.boxes`, the one IoU implementation of the project).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import iou_matrix
+from caffe_common.boxes import iou_matrix
+from caffe_common.images import crop_resized  # noqa: F401  (the one crop, used by the sample generators)
 from .records import NEG_IOU_MAX, NEGATIVE, PART, PART_IOU_MIN, POS_IOU_MIN, POSITIVE
 
 #: Label of a crop that is neither negative, part nor positive (IoU in [0.3, 0.4), or the
@@ -61,30 +62,6 @@ def detector_crop_boxes(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1] if np.size(boxes) else 4)[:, :4]
     pixels = np.trunc(b + 1) - 1
     return np.concatenate([pixels[:, :2], pixels[:, 2:] + 1], axis=1)
-
-
-def crop_resized(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """``image[y1:y2, x1:x2]`` (integer box, zero-padded where it leaves the image) resized to ``size``.
-
-    Always ``INTER_AREA``, like the detector's pyramid and crops (``mtcnn_caffe.tools.crop_patches``),
-    so training crops look like what the nets see at inference.
-    """
-    import cv2
-
-    x1, y1, x2, y2 = (int(round(v)) for v in box[:4])
-    if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"empty crop box {box[:4]}")
-    height, width = image.shape[:2]
-    if x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height:
-        patch = image[y1:y2, x1:x2]
-    else:
-        patch = np.zeros((y2 - y1, x2 - x1, 3), dtype=image.dtype)
-        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-        if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    if patch.shape[0] == size and patch.shape[1] == size:
-        return np.ascontiguousarray(patch)
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def inside_image(boxes: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageReadError, read_image
+from caffe_common.images import ImageReadError, read_image
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
-    """Read an image with the toolkit's reader (:func:`mtcnn_caffe.images.read_image`).
+    """Read an image with the toolkit's reader (:func:`caffe_common.images.read_image`).
 
     Returns ``(image, None)``, or ``(None, "path: reason")`` when the file is missing or
     cannot be decoded, so that a generator can skip it, count it and name it in its stats.

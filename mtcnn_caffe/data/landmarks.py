@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..annotations import FIVE_POINT_MIRROR, LandmarkFace
-from ..boxes import iou_one_to_many
+from caffe_common.boxes import iou_one_to_many
 from .crops import box_targets, crop_resized, inside_image
 from .records import IDENTITY_FRAME, LANDMARK, empty_samples
 from .wider import CropParams, jittered_face_boxes

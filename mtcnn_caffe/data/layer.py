@@ -25,7 +25,7 @@ import json
 
 import numpy as np
 
-from ..caffe_env import import_caffe
+from caffe_common.env import import_caffe
 from ..net_input import images_to_blob
 from .lmdb_io import RecordReader
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..detect import defaults
 from .crops import DISCARD, detector_crop_boxes, label_crops
 from .records import NEGATIVE
 from .wider import FaceSelection, make_samples
@@ -42,9 +43,9 @@ class MiningParams:
     """Detector settings and per-image caps for hard-example mining."""
 
     weights_dir: str | None = None
-    min_size: float = 20.0
-    factor: float = 0.709
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_size: float = defaults.MIN_SIZE
+    factor: float = defaults.FACTOR
+    thresholds: tuple[float, float, float] = defaults.THRESHOLDS
     backend: str = "caffe"  # or "opencv": the same nets through OpenCV DNN (faster, less memory)
     max_neg_per_image: int = 60
     min_box: int = 12

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, write_json_atomic
+from caffe_common.atomic import atomic_path, write_json_atomic
 from .lmdb_io import LMDB_NAME, META_KEY, record_key
 from .pipeline import STATS, SampleDir, open_sample_dir
 from .records import LABELS, RECORD_FORMAT, check_size, record_dtype, samples_to_records

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..atomic import to_jsonable, write_json_atomic
+from caffe_common.atomic import to_jsonable, write_json_atomic
 from .records import SAMPLE_FORMAT, count_labels, sample_dtype
 
 #: Keys every generator's stats.json has (integers; 0 where not applicable).

@@ -125,7 +125,7 @@ class HardExampleTask(_WiderTask):
 
     def _check_weights(self) -> None:
         """Fail early, in the main process, if a stage's prototxt/caffemodel is missing."""
-        from ..weights import resolve_weights_dir, stage_files
+        from ..nets.weights import resolve_weights_dir, stage_files
 
         weights = resolve_weights_dir(self.params.weights_dir)
         for stage in ("det1", "det2")[:STAGES_FOR_SIZE[self.size]]:

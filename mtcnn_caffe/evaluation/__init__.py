@@ -1,13 +1,12 @@
-"""Evaluation suite: the benchmark protocols as their owners compute them.
+"""Face benchmarks, computed as their owners compute them.
 
 * :mod:`.wider`: WIDER FACE AP (easy / medium / hard, official MATLAB protocol).
 * :mod:`.fddb`: FDDB discrete and continuous ROC (official ``evaluate`` protocol).
 * :mod:`.landmarks`: 5-point landmark NME, failure rate, CED.
-* :mod:`.voc`: Pascal VOC mAP (VOC07 11-point and all-point, devkit protocol).
 
-All of them share :mod:`.curves` (the one VOC AP implementation), write their
-summaries with :mod:`.outputs` and draw with :mod:`.plots`.
+They share the generic pieces of :mod:`caffe_common.eval` (the one VOC AP implementation,
+plots, atomic outputs, reports, the problem log); the Pascal VOC evaluator lives there too.
 """
-from .common import EvaluationError, ProblemLog
+from caffe_common.eval.common import EvaluationError, ProblemLog
 
 __all__ = ["EvaluationError", "ProblemLog"]

@@ -40,8 +40,8 @@ from typing import Iterable
 import numpy as np
 
 from ..annotations import read_counted_blocks
-from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
-from .curves import value_at_or_below
+from caffe_common.eval.common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
+from caffe_common.eval.curves import value_at_or_below
 
 FP_MARKS = (1000, 2000)
 FOLD_PATTERN = "FDDB-fold-{:02d}-ellipseList.txt"

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..annotations import (AnnotationError, inter_ocular_distance, landmarks_68_to_5, read_imglab_xml,
                            read_landmark_list)
-from ..boxes import iou_one_to_many
-from .common import EvaluationError, ProblemLog
+from caffe_common.boxes import iou_one_to_many
+from caffe_common.eval.common import EvaluationError, ProblemLog
 
 FAILURE_THRESHOLD = 0.1
 MIN_IOU = 0.3

@@ -1,39 +1,21 @@
-"""File-to-report entry points of the evaluators (what the ``eval`` commands call).
+"""File-to-report entry points of the face evaluators (what the ``eval`` commands call).
 
 Each function reads its inputs, evaluates, writes ``<out>/<benchmark>.json`` and
 a PNG plot atomically, and returns a :class:`Report` with the one-line summary.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .common import ProblemLog
-from .outputs import write_json_atomic
-
-
-@dataclass
-class Report:
-    """What an evaluator run produced: the one-line summary, the JSON dict, the files written, the problems."""
-
-    line: str
-    summary: dict
-    files: list[Path] = field(default_factory=list)
-    problems: ProblemLog = field(default_factory=ProblemLog)
-
-
-def _finish(out_dir: Path, name: str, inputs: dict, result_dict: dict, problems: ProblemLog, line: str,
-            plot_files: list[Path]) -> Report:
-    summary = {"benchmark": name, "summary": line, "inputs": inputs, **result_dict, **problems.as_dict()}
-    json_path = write_json_atomic(out_dir / f"{name}.json", summary)
-    return Report(line, summary, [json_path, *plot_files], problems)
+from caffe_common.eval.common import ProblemLog
+from caffe_common.eval.reports import Report, finish_report
 
 
 def wider_report(pred_dir: str | Path, gt: str | Path, out_dir: str | Path, subset: str | Path | None = None,
                  strict: bool = False) -> Report:
     """WIDER FACE AP per setting; plot ``wider_pr.png``."""
-    from .plots import plot_pr_curves
+    from caffe_common.eval.plots import plot_pr_curves
     from .wider import evaluate_wider, load_wider_ground_truth, read_subset, read_wider_predictions
 
     problems, out_dir = ProblemLog(strict), Path(out_dir)
@@ -51,7 +33,7 @@ def wider_report(pred_dir: str | Path, gt: str | Path, out_dir: str | Path, subs
                           out_dir / "wider_pr.png", f"WIDER FACE ({Path(ground_truth.source).name})")
     inputs = {"pred": str(pred_dir), "gt": ground_truth.source, "subset": str(subset) if subset else None,
               "prediction_files_missing": len(predictions.missing)}
-    return _finish(out_dir, "wider", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+    return finish_report(out_dir, "wider", inputs, result.as_dict(), problems, result.summary_line(), [plot])
 
 
 def fddb_report(pred_files: Iterable[str | Path], folds_dir: str | Path, out_dir: str | Path,
@@ -59,7 +41,7 @@ def fddb_report(pred_files: Iterable[str | Path], folds_dir: str | Path, out_dir
                 strict: bool = False) -> Report:
     """FDDB discrete/continuous ROC; plot ``fddb_roc.png``."""
     from .fddb import FP_MARKS, evaluate_fddb, read_fddb_detections, read_fddb_folds, read_image_sizes
-    from .plots import plot_roc
+    from caffe_common.eval.plots import plot_roc
 
     problems, out_dir = ProblemLog(strict), Path(out_dir)
     pred_files = [Path(p) for p in pred_files]
@@ -75,7 +57,7 @@ def fddb_report(pred_files: Iterable[str | Path], folds_dir: str | Path, out_dir
                     out_dir / "fddb_roc.png", f"FDDB ROC ({result.images} images, {result.faces} faces)", FP_MARKS)
     inputs = {"pred": [str(p) for p in pred_files], "folds": str(folds_dir),
               "fold_numbers": list(folds) if folds else "all", "images": str(images_dir) if images_dir else None}
-    return _finish(out_dir, "fddb", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+    return finish_report(out_dir, "fddb", inputs, result.as_dict(), problems, result.summary_line(), [plot])
 
 
 def landmarks_report(pred_jsonl: str | Path, gt: str | Path, images_root: str | Path, out_dir: str | Path,
@@ -83,7 +65,7 @@ def landmarks_report(pred_jsonl: str | Path, gt: str | Path, images_root: str | 
     """Landmark NME / failure rate / CED; plot ``landmarks_ced.png``."""
     from .landmarks import (FAILURE_THRESHOLD, ced_curve, evaluate_landmarks, load_landmark_ground_truth,
                             read_detections_jsonl)
-    from .plots import plot_ced
+    from caffe_common.eval.plots import plot_ced
 
     problems, out_dir = ProblemLog(strict), Path(out_dir)
     ground_truth = load_landmark_ground_truth(gt, problems)
@@ -93,19 +75,4 @@ def landmarks_report(pred_jsonl: str | Path, gt: str | Path, images_root: str | 
     plot = plot_ced(x, fraction, out_dir / "landmarks_ced.png", f"5-point landmarks ({len(result.nme)} faces)",
                     f"NME {result.mean_nme:.4f} ({normalise})", FAILURE_THRESHOLD)
     inputs = {"pred": str(pred_jsonl), "gt": str(gt), "images": str(images_root), "min_iou": min_iou}
-    return _finish(out_dir, "landmarks", inputs, result.as_dict(), problems, result.summary_line(), [plot])
-
-
-def voc_report(pred_dir: str | Path, voc_root: str | Path, image_set: str, out_dir: str | Path,
-               labels: str | Path | None = None, strict: bool = False) -> Report:
-    """Pascal VOC mAP (VOC07 11-point and all-point); plot ``voc_pr.png``."""
-    from .plots import plot_pr_curves
-    from .voc import evaluate_voc, read_class_names
-
-    problems, out_dir = ProblemLog(strict), Path(out_dir)
-    classes = read_class_names(labels, voc_root)
-    result = evaluate_voc(pred_dir, voc_root, image_set, classes, problems)
-    curves = {c: (r.recall, r.precision, r.ap_all) for c, r in result.classes.items() if r.positives}
-    plot = plot_pr_curves(curves, out_dir / "voc_pr.png", f"VOC {image_set}: all-point AP per class")
-    inputs = {"pred": str(pred_dir), "voc": str(voc_root), "set": image_set, "classes": classes}
-    return _finish(out_dir, "voc", inputs, result.as_dict(), problems, result.summary_line(), [plot])
+    return finish_report(out_dir, "landmarks", inputs, result.as_dict(), problems, result.summary_line(), [plot])

@@ -40,9 +40,9 @@ from typing import Iterable
 import numpy as np
 
 from ..annotations import read_wider_gt
-from ..boxes import iou_matrix
-from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
-from .curves import voc_ap_all_point
+from caffe_common.boxes import iou_matrix
+from caffe_common.eval.common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
+from caffe_common.eval.curves import voc_ap_all_point
 
 OFFICIAL_SETTINGS = ("easy", "medium", "hard")
 TXT_SETTING = "all"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtcnn_caffe.commands.eval import add_common_options, report_and_exit
+from caffe_common.eval.cli import add_common_options, report_and_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write ``voc.json`` + ``voc_pr.png``, print the mAP line; exit status as ``mtcnn-caffe eval``."""
-    from mtcnn_caffe.evaluation.reports import voc_report
+    from caffe_common.eval.reports import voc_report
 
     return report_and_exit(lambda: voc_report(args.pred, args.voc, args.set, args.out, args.labels, args.strict))

@@ -23,7 +23,7 @@ reported with its reason; patterns that make the deploy net itself suspect
 (:func:`verify_nets`) and reports the differences of every output blob.
 
 Weights are handled as protobuf messages (``caffe.proto.caffe_pb2``) and checked
-against the prototxt in Python first (:mod:`mtcnn_caffe.caffe_model`, the same
+against the prototxt in Python first (:mod:`caffe_common.model_files`, the same
 checks the detector's weight loading uses), so a mismatch gives an error naming
 the layer instead of a Caffe ``CHECK`` abort. Folding is computed in float64 and
 stored as float32. Outputs are written atomically (temporary file + rename).
@@ -42,7 +42,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .caffe_model import (  # noqa: F401  (read_caffemodel, weights_by_layer, blob_shape: part of this API)
+from .model_files import (  # noqa: F401  (read_caffemodel, weights_by_layer, blob_shape: part of this API)
     CaffeModelError,
     PrototxtParseError,
     blob_shape,
@@ -167,7 +167,7 @@ class MergeResult:
 # --------------------------------------------------------------------------- protobuf I/O
 @contextmanager
 def _refused() -> Iterator[None]:
-    """Re-raise the checks of :mod:`mtcnn_caffe.caffe_model` as :class:`MergeBNError`."""
+    """Re-raise the checks of :mod:`caffe_common.model_files` as :class:`MergeBNError`."""
     try:
         yield
     except CaffeModelError as exc:
@@ -428,7 +428,7 @@ def plan_folds(net: Any, path: str | Path = "<net>") -> FoldPlan:
 # --------------------------------------------------------------------------- weight checks
 def check_fold_weights(net: Any, weights: dict[str, list[Any]], model_path: str | Path, weights_path: str | Path,
                        plan: FoldPlan | None = None) -> None:
-    """Check in Python that ``weights`` belong to ``net`` (:func:`mtcnn_caffe.caffe_model.weight_problems`:
+    """Check in Python that ``weights`` belong to ``net`` (:func:`caffe_common.model_files.weight_problems`:
     every learned layer present, blob counts right) and, given a ``plan``, that the shapes the folds rely on
     are consistent. Raises :class:`MergeBNError` listing the problems."""
     problems = weight_problems(net, weights)
@@ -595,7 +595,7 @@ def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[A
 def load_caffe_net(model: str | Path, weights: str | Path, net: Any | None = None,
                    weight_blobs: dict[str, list[Any]] | None = None) -> Any:
     """A ``caffe.Net`` (TEST phase) with its weights, checked in Python before Caffe sees them
-    (:func:`mtcnn_caffe.caffe_model.load_net_with_weights`); a problem raises :class:`MergeBNError`."""
+    (:func:`caffe_common.model_files.load_net_with_weights`); a problem raises :class:`MergeBNError`."""
     net = read_prototxt(model) if net is None else net
     with _refused():
         return load_net_with_weights(model, weights, net, weight_blobs)

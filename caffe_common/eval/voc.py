@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..annotations import read_xml_root
+from ..textio import read_xml_root
 from ..boxes import iou_matrix
 from .common import EvaluationError, ProblemLog, parse_numbers, read_text_lines
 from .curves import ranked_precision_recall, voc_ap_11_point, voc_ap_all_point

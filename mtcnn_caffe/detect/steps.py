@@ -4,22 +4,24 @@ Everything here follows the official MATLAB ``detect_face`` (Zhang et al. 2016)
 step by step, including its **1-based inclusive pixel convention**: a box
 ``x1, y1, x2, y2`` covers the MATLAB pixels ``x1..x2`` (width ``x2 - x1 + 1``),
 i.e. the numpy columns ``x1 - 1 .. x2 - 1``. The detector converts to 0-based
-coordinates only when it returns results (:mod:`mtcnn_caffe.detector`).
+coordinates only when it returns results (:mod:`mtcnn_caffe.detect.cascade`).
 
 Box arrays are ``(N, 5+)`` float64: ``x1, y1, x2, y2, score`` and, for P-Net
 candidates, the four regression offsets ``dx1, dy1, dx2, dy2`` in columns 5..8.
 
-:mod:`mtcnn_caffe.tools_loop` holds a plain loop version of the same steps;
+:mod:`tests.tools_loop` holds a plain loop version of the same steps;
 the tests check that both give identical results.
 """
 from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
-from .boxes import box_area, iou_one_to_many, iou_pairs
+from caffe_common.boxes import box_area, iou_one_to_many, iou_pairs
+from caffe_common.images import crop_resized
+
+from . import defaults
 
 PNET_STRIDE = 2
 PNET_CELL = 12
@@ -30,7 +32,8 @@ PAIR_CHUNK = 1_000_000
 
 
 # --------------------------------------------------------------------------- image pyramid
-def pyramid_scales(height: int, width: int, min_size: float = 20, factor: float = 0.709) -> list[float]:
+def pyramid_scales(height: int, width: int, min_size: float = defaults.MIN_SIZE,
+                   factor: float = defaults.FACTOR) -> list[float]:
     """Scales of the P-Net pyramid: ``m * factor**k`` while the scaled short side stays >= 12 px.
 
     ``m = 12 / min_size`` maps the smallest face to detect onto P-Net's 12 px window.
@@ -137,7 +140,7 @@ def _greedy_nms_sorted(ranked: np.ndarray, threshold: float, mode: str) -> np.nd
 def _dense_nms_sorted(ranked: np.ndarray, threshold: float, mode: str) -> np.ndarray:
     """Greedy NMS of a small set sorted best first: every pair's overlap in one vectorised call, then
     one pass in rank order. Same overlaps bit for bit as :func:`_greedy_nms_sorted` (same
-    :func:`~mtcnn_caffe.boxes.iou_pairs` arithmetic, symmetric), hence the same picks."""
+    :func:`~caffe_common.boxes.iou_pairs` arithmetic, symmetric), hence the same picks."""
     n = len(ranked)
     areas = box_area(ranked, pixel_offset=1)
     first, second = np.triu_indices(n, 1)
@@ -346,52 +349,18 @@ def rerec(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def pad(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
-    """Where each (integer, 1-based) box's crop lies in the image and in its zero-padded patch.
-
-    Returns ``dy, edy, dx, edx, y, ey, x, ex, tmpw, tmph`` (int64, 1-based,
-    inclusive) as the official ``pad.m``: image pixels ``y..ey, x..ex`` go to
-    patch pixels ``dy..edy, dx..edx`` of a ``tmph x tmpw`` zero patch.
-    """
-    b = np.asarray(boxes, dtype=np.float64)
-    x, y, ex, ey = (b[:, k].astype(np.int64) for k in range(4))
-    tmpw = ex - x + 1
-    tmph = ey - y + 1
-    dx = np.ones_like(x)
-    dy = np.ones_like(y)
-    edx, edy = tmpw.copy(), tmph.copy()
-    over = ex > width
-    edx[over] = -ex[over] + width + tmpw[over]
-    ex = np.where(over, width, ex)
-    over = ey > height
-    edy[over] = -ey[over] + height + tmph[over]
-    ey = np.where(over, height, ey)
-    under = x < 1
-    dx[under] = 2 - x[under]
-    x = np.where(under, 1, x)
-    under = y < 1
-    dy[under] = 2 - y[under]
-    y = np.where(under, 1, y)
-    return dy, edy, dx, edx, y, ey, x, ex, tmpw, tmph
-
-
 def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """``(N, size, size, 3)`` patches of integer boxes, zero outside the image, resized (INTER_AREA).
 
-    ``image`` is ``(H, W, 3)``; patches have its dtype. Boxes must have ``tmpw, tmph >= 1``
-    (:func:`valid_crop_mask`). The resize of each patch is inherently per box.
+    ``image`` is ``(H, W, 3)``; patches have its dtype. Boxes are the official 1-based inclusive ones
+    (``trunc`` as MATLAB's ``pad``) and must have ``tmpw, tmph >= 1`` (:func:`valid_crop_mask`); pixels
+    ``x1..x2`` 1-based are the half-open 0-based ``[x1 - 1, x2)`` that :func:`crop_resized` cuts.
     """
-    height, width = image.shape[:2]
-    columns = [c.tolist() for c in pad(boxes, width, height)]  # plain ints: cheap per-box indexing
-    patches = np.empty((len(boxes), size, size, 3), dtype=image.dtype)
-    for k, (dy, edy, dx, edx, y, ey, x, ex, tmpw, tmph) in enumerate(zip(*columns)):
-        if dx == 1 and dy == 1 and edx == tmpw and edy == tmph:
-            patch = image[y - 1:ey, x - 1:ex]  # fully inside: no copy needed
-        else:
-            patch = np.zeros((tmph, tmpw, 3), dtype=image.dtype)
-            if edy >= dy and edx >= dx:
-                patch[dy - 1:edy, dx - 1:edx] = image[y - 1:ey, x - 1:ex]
-        cv2.resize(patch, (size, size), dst=patches[k], interpolation=cv2.INTER_AREA)  # written in place
+    b = np.trunc(np.asarray(boxes, dtype=np.float64)[:, :4])
+    half_open = np.stack([b[:, 0] - 1, b[:, 1] - 1, b[:, 2], b[:, 3]], axis=1).astype(np.int64).tolist()
+    patches = np.empty((len(half_open), size, size, 3), dtype=image.dtype)
+    for k, box in enumerate(half_open):  # the resize of each patch is inherently per box
+        crop_resized(image, box, size, out=patches[k])
     return patches
 
 

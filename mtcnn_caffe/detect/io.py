@@ -1,86 +1,24 @@
 """Running the face detector over many images: inputs, outputs (JSON lines, WIDER FACE
 submission files, drawn images). The ``mtcnn-caffe detect`` command is a thin wrapper over
-:func:`run_detection`; ``scripts/demo.py`` uses :func:`write_drawing` (images are read by :mod:`mtcnn_caffe.images`).
+:func:`run_detection`; ``scripts/demo.py`` uses :func:`write_drawing` (images are read by :mod:`caffe_common.images`).
 
-Every output is written atomically (:mod:`mtcnn_caffe.atomic`: temporary file + ``os.replace``):
+Every output is written atomically (:mod:`caffe_common.atomic`: temporary file + ``os.replace``):
 an interrupted run never leaves a half-written file that looks complete.
 """
 from __future__ import annotations
 
-import json
 import sys
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
-from .images import read_image
+from caffe_common.atomic import atomic_path, write_text_atomic
+from caffe_common.batch import RunSummary, expand_inputs, json_lines_writer
+from caffe_common.images import read_image
 
 if TYPE_CHECKING:  # the detector imports cv2: only for the annotations
-    from .detector import Face, MtcnnDetector
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
-
-
-@dataclass
-class InputImage:
-    """One image to process: its path and the name to draw it under (relative to a given directory)."""
-
-    path: Path
-    rel_name: str
-
-
-@dataclass
-class RunSummary:
-    """What a :func:`run_detection` did: images processed, faces found, messages of the failed inputs."""
-
-    images: int = 0
-    faces: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def exit_status(self) -> int:
-        """0 when every input was processed, 2 when any failed (the run still went on)."""
-        return 2 if self.failures else 0
-
-
-# --------------------------------------------------------------------------- inputs
-def expand_inputs(specs: Iterable[str], failures: list[str]) -> list[InputImage]:
-    """Image files, directories (recursive, image extensions only) and ``@list.txt`` files (one path per
-    line, relative paths taken from the list's folder). Problems are appended to ``failures``."""
-    images: list[InputImage] = []
-    for spec in specs:
-        if spec.startswith("@"):
-            images.extend(_read_list(Path(spec[1:]), failures))
-            continue
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if not found:
-                failures.append(f"{path}: directory holds no images")
-            images.extend(InputImage(p, str(p.relative_to(path))) for p in found)
-        else:
-            images.append(InputImage(path, path.name))
-    return images
-
-
-def _read_list(list_path: Path, failures: list[str]) -> list[InputImage]:
-    try:
-        lines = list_path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        failures.append(f"{list_path}: cannot read image list ({exc.strerror or exc})")
-        return []
-    images = []
-    for line in lines:
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        path = Path(name) if Path(name).is_absolute() else list_path.parent / name
-        images.append(InputImage(path, name))
-    return images
+    from .cascade import Face, MtcnnDetector
 
 
 # --------------------------------------------------------------------------- outputs
@@ -135,22 +73,6 @@ def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces: Sequen
     return target
 
 
-@contextmanager
-def _json_lines(target: str | None) -> Iterator[Callable[[dict], None]]:
-    """A ``write(record)`` appending JSON lines to ``target`` (``-``: stdout; None: nowhere).
-
-    A file is written under a temporary name (:func:`mtcnn_caffe.atomic.atomic_path`) and
-    appears only when the block ends without an exception.
-    """
-    if target is None:
-        yield lambda record: None
-    elif target == "-":
-        yield lambda record: sys.stdout.write(json.dumps(record) + "\n")
-    else:
-        with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as stream:
-            yield lambda record: stream.write(json.dumps(record) + "\n")
-
-
 # --------------------------------------------------------------------------- the run
 def run_detection(detector: MtcnnDetector, inputs: Iterable[str], json_out: str | None = None,
                   wider_out: str | None = None, draw_out: str | None = None, progress: bool = True,
@@ -163,7 +85,7 @@ def run_detection(detector: MtcnnDetector, inputs: Iterable[str], json_out: str 
     images = expand_inputs(inputs, summary.failures)
     for message in summary.failures:
         print(f"error: {message}", file=err)
-    with _json_lines(json_out) as write_record:
+    with json_lines_writer(json_out) as write_record:
         for item in tqdm(images, desc="detect", unit="img", disable=not progress or len(images) < 2, file=err):
             try:
                 image = read_image(item.path)

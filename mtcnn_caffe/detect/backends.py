@@ -4,7 +4,7 @@
 * ``opencv``: OpenCV DNN's Caffe importer (``cv2.dnn.readNetFromCaffe``).
 
 Both take BGR images and return the nets' outputs by blob name
-(:data:`mtcnn_caffe.nets.OUTPUT_BLOBS`); the input convention (RGB,
+(:data:`mtcnn_caffe.nets.deploy.OUTPUT_BLOBS`); the input convention (RGB,
 ``(x - 127.5) / 128``, spatially transposed) is applied in one place,
 :func:`mtcnn_caffe.net_input.images_to_blob`. Outputs keep the nets' layout:
 P-Net maps are ``(C, X, Y)`` (first spatial axis = image x).
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .net_input import images_to_blob
-from .nets import OUTPUT_BLOBS
-from .weights import check_weights, stage_files
+from ..net_input import images_to_blob
+from ..nets.deploy import OUTPUT_BLOBS
+from ..nets.weights import check_weights, stage_files
 
 BACKENDS = ("caffe", "opencv")
 #: Crops per forward pass of R-Net / O-Net, per backend. Caffe: large batches (bound the memory of
@@ -41,7 +41,7 @@ class StageNet:
         #: Crops per forward pass (:data:`BATCH_LIMITS` when the net is made; P-Net: one image).
         self.batch_limit = BATCH_LIMITS[backend].get(stage, 1)
         if backend == "caffe":
-            from .caffe_env import import_caffe
+            from caffe_common.env import import_caffe
 
             caffe = import_caffe()
             self._net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
@@ -52,7 +52,7 @@ class StageNet:
             self._net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
             missing = [b for b in self.outputs if b not in self._net.getLayerNames()]
         if missing:
-            raise ValueError(f"{prototxt}: stage {stage} needs output blobs {missing} (see mtcnn_caffe/nets.py)")
+            raise ValueError(f"{prototxt}: stage {stage} needs output blobs {missing} (see mtcnn_caffe/nets/deploy.py)")
 
     def forward_blob(self, blob: np.ndarray) -> dict[str, np.ndarray]:
         """Run one already-converted input blob ``(N, 3, W, H)``; outputs by name (copies)."""

@@ -19,7 +19,7 @@ Default weights
 Checking weights
     A ``.caffemodel`` whose blobs do not fit the prototxt makes Caffe abort the
     process. :func:`check_weights` compares them in Python first (with the
-    project's one implementation, :mod:`mtcnn_caffe.caffe_model`) and raises
+    project's one implementation, :mod:`caffe_common.model_files`) and raises
     :class:`WeightsMismatchError` naming the layer.
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .caffe_model import CaffeModelError, check_weight_files, load_net
-from .nets import STAGES
+from caffe_common.atomic import atomic_path
+from caffe_common.model_files import CaffeModelError, check_weight_files, load_net
+from .deploy import STAGES
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "prototxt" / "mtcnn"
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "prototxt" / "mtcnn"
 WEIGHTS_ENV = "MTCNN_CAFFE_WEIGHTS"
 NPY_ASSET = ("mtcnn", "mtcnn/data/mtcnn_weights.npy")
 #: Keys of the TensorFlow-layout dict, per Caffe stage.
@@ -77,7 +77,7 @@ def check_weights(prototxt: str | Path, caffemodel: str | Path) -> None:
     """Raise :class:`WeightsMismatchError` (naming the layer) unless ``caffemodel`` fits ``prototxt``:
     every learned layer present with blobs of the shapes Caffe creates, no blobs for layers without
     parameters; extra layers in the weights file are fine. Done in Python with
-    :func:`mtcnn_caffe.caffe_model.check_weight_files`, so Caffe never aborts on a mismatch."""
+    :func:`caffe_common.model_files.check_weight_files`, so Caffe never aborts on a mismatch."""
     try:
         check_weight_files(prototxt, caffemodel)
     except CaffeModelError as exc:
@@ -133,7 +133,7 @@ def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: st
 def load_default_npy(path: str | Path | None = None) -> dict[str, list[np.ndarray]]:
     """The TensorFlow-layout dict ``{"pnet": [...], "rnet": [...], "onet": [...]}`` of the pinned wheel."""
     if path is None:
-        from .assets import asset_path
+        from caffe_common.assets import asset_path
 
         path = asset_path(*NPY_ASSET)
     data = np.load(path, allow_pickle=True)  # a pickled dict, from the sha256-pinned wheel

@@ -19,7 +19,7 @@ class Check:
 
 def check_caffe() -> list[Check]:
     """Caffe importable, and its layer registry has every layer in :data:`REQUIRED_LAYERS`."""
-    from .caffe_env import CaffeUnavailableError, import_caffe
+    from .env import CaffeUnavailableError, import_caffe
 
     try:
         caffe = import_caffe()

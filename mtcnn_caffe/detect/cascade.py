@@ -31,21 +31,11 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from . import tools
+from . import steps
+from .defaults import DEFAULT_NMS, PNET_TILE, PRESETS  # noqa: F401  (PRESETS: part of this module's API)
 from .backends import BACKENDS, StageNet, retain_freed_memory
-from .net_input import images_to_blob
-from .weights import resolve_weights_dir
-
-#: Detection settings by name: ``official`` (the release's defaults) and the paper's WIDER FACE setting.
-PRESETS = {
-    "official": {"min_size": 20, "factor": 0.709, "thresholds": (0.6, 0.7, 0.7)},
-    "wider": {"min_size": 10, "factor": 0.79, "thresholds": (0.5, 0.5, 0.3)},
-}
-#: NMS thresholds: P-Net per scale, P-Net all scales, R-Net, O-Net (the last one with the min overlap).
-DEFAULT_NMS = (0.5, 0.7, 0.7, 0.7)
-#: P-Net inputs larger than this many pixels per side run in exactly stitched tiles (bounds memory).
-PNET_TILE = 1024
-
+from ..net_input import images_to_blob
+from ..nets.weights import resolve_weights_dir
 
 @dataclass
 class Face:
@@ -99,7 +89,7 @@ class MtcnnDetector:
     previous one instead of from the full image (faster on large images,
     slightly different results; off by default). ``retain_memory=True`` (default)
     lets the process reuse freed memory instead of handing it back to the
-    system (:func:`mtcnn_caffe.backends.retain_freed_memory`, process-wide,
+    system (:func:`mtcnn_caffe.detect.backends.retain_freed_memory`, process-wide,
     glibc): the nets' per-shape buffers then cost no page faults; results are
     the same either way. ``pnet_tile`` caps the side of one P-Net pass (exact
     tiling, see :meth:`pnet_maps`): lower it to bound memory, e.g. in mining workers.
@@ -123,7 +113,7 @@ class MtcnnDetector:
         self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
         if len(self.thresholds) != 3 or len(self.nms_thresholds) != 4:
             raise ValueError("need 3 score thresholds and 4 NMS thresholds")
-        tools.pyramid_scales(12, 12, self.min_size, self.factor)  # validates min_size and factor
+        steps.pyramid_scales(12, 12, self.min_size, self.factor)  # validates min_size and factor
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.backend = backend
@@ -195,14 +185,14 @@ class MtcnnDetector:
     def _forward_crops(self, stage: str, image: np.ndarray, boxes: np.ndarray, size: int) -> dict[str, np.ndarray]:
         """R-/O-Net outputs of the ``size`` px crops of integer 1-based ``boxes``.
 
-        The crops are cut and resized chunk by chunk (:data:`~mtcnn_caffe.backends.BATCH_LIMITS`) ahead
+        The crops are cut and resized chunk by chunk (:data:`~mtcnn_caffe.detect.backends.BATCH_LIMITS`) ahead
         of the net (:meth:`_run_ahead`); the same crops and outputs as cropping everything first (each
         crop depends on its box only).
         """
         net = self.net(stage)
         chunks = [(image, boxes[i:i + net.batch_limit], size) for i in range(0, len(boxes), net.batch_limit)]
         parts = []
-        with closing(self._run_ahead(tools.crop_patches, chunks)) as cropped:
+        with closing(self._run_ahead(steps.crop_patches, chunks)) as cropped:
             for crops in cropped:
                 start = time.perf_counter()
                 parts.append(net.forward_images(crops))
@@ -223,7 +213,7 @@ class MtcnnDetector:
         blob = images_to_blob(scaled_bgr) if blob is None else blob  # (1, 3, X, Y)
         x_tiles = _tile_starts(blob.shape[2], self.pnet_tile)
         y_tiles = _tile_starts(blob.shape[3], self.pnet_tile)
-        prob = np.empty((tools.pnet_output_size(blob.shape[2]), tools.pnet_output_size(blob.shape[3])), np.float32)
+        prob = np.empty((steps.pnet_output_size(blob.shape[2]), steps.pnet_output_size(blob.shape[3])), np.float32)
         reg = np.empty((4,) + prob.shape, np.float32)
         start = time.perf_counter()
         for x0, x1 in x_tiles:
@@ -256,13 +246,13 @@ class MtcnnDetector:
         source = [image]  # fast_resize: the previous level (the calls run in order, see _worker)
 
         def level(scale: float) -> tuple[float, np.ndarray, np.ndarray | None]:
-            hs, ws = tools.scaled_size(height, width, scale)
+            hs, ws = steps.scaled_size(height, width, scale)
             resized = cv2.resize(source[0], (ws, hs), interpolation=cv2.INTER_AREA)
             if chain:
                 source[0] = resized
             return scale, resized, images_to_blob(resized) if with_blobs else None
 
-        scales = tools.pyramid_scales(height, width, self.min_size, self.factor)
+        scales = steps.pyramid_scales(height, width, self.min_size, self.factor)
         return self._run_ahead(level, [(scale,) for scale in scales])
 
     # ----------------------------------------------------------------- stages
@@ -272,20 +262,20 @@ class MtcnnDetector:
         with closing(self._pyramid(image, with_blobs=True)) as levels:
             for scale, scaled, blob in levels:
                 prob, reg = self.pnet_maps(scaled, blob)
-                boxes = tools.generate_boxes(prob, reg, scale, self.thresholds[0])
+                boxes = steps.generate_boxes(prob, reg, scale, self.thresholds[0])
                 if len(boxes):
-                    per_scale.append(boxes[tools.nms(boxes, self.nms_thresholds[0], "union")])
+                    per_scale.append(boxes[steps.nms(boxes, self.nms_thresholds[0], "union")])
         if not per_scale:
             return np.zeros((0, 5))
         boxes = np.concatenate(per_scale)
-        boxes = boxes[tools.nms(boxes, self.nms_thresholds[1], "union")]
-        boxes = tools.rerec(tools.regress_pnet(boxes))
+        boxes = boxes[steps.nms(boxes, self.nms_thresholds[1], "union")]
+        boxes = steps.rerec(steps.regress_pnet(boxes))
         boxes[:, :4] = np.trunc(boxes[:, :4])
         return boxes
 
     def stage2(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """R-Net refinement of integer 1-based boxes -> ``(N, 5)`` (1-based, squared, not truncated)."""
-        boxes = boxes[tools.valid_crop_mask(boxes)]
+        boxes = boxes[steps.valid_crop_mask(boxes)]
         if not len(boxes):
             return np.zeros((0, 5))
         out = self._forward_crops("det2", image, boxes, 24)
@@ -295,24 +285,24 @@ class MtcnnDetector:
         reg = out["conv5-2"].reshape(len(passed), 4)[passed]
         if not len(boxes):
             return boxes
-        pick = tools.nms(boxes, self.nms_thresholds[2], "union")
-        return tools.rerec(tools.bbreg(boxes[pick], reg[pick]))
+        pick = steps.nms(boxes, self.nms_thresholds[2], "union")
+        return steps.rerec(steps.bbreg(boxes[pick], reg[pick]))
 
     def stage3(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """O-Net output of R-Net boxes: ``(N, 5)`` boxes and ``(N, 5, 2)`` points, 1-based."""
         boxes = np.trunc(boxes)
-        boxes = boxes[tools.valid_crop_mask(boxes)]
+        boxes = boxes[steps.valid_crop_mask(boxes)]
         if not len(boxes):
             return np.zeros((0, 5)), np.zeros((0, 5, 2))
         out = self._forward_crops("det3", image, boxes, 48)
         score = out["prob1"].reshape(len(boxes), -1)[:, 1].astype(np.float64)
         passed = score > self.thresholds[2]
         boxes = np.column_stack([boxes[passed, :4], score[passed]])
-        points = tools.onet_landmarks(boxes, out["conv6-3"].reshape(len(passed), 10)[passed])
+        points = steps.onet_landmarks(boxes, out["conv6-3"].reshape(len(passed), 10)[passed])
         if not len(boxes):
             return boxes, points
-        boxes = tools.bbreg(boxes, out["conv6-2"].reshape(len(passed), 4)[passed])
-        pick = tools.nms(boxes, self.nms_thresholds[3], "min")
+        boxes = steps.bbreg(boxes, out["conv6-2"].reshape(len(passed), 4)[passed])
+        pick = steps.nms(boxes, self.nms_thresholds[3], "min")
         return boxes[pick], points[pick]
 
     # ----------------------------------------------------------------- public API

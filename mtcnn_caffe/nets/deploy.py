@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from caffe_common.atomic import write_text_atomic
 
 STAGES = ("det1", "det2", "det3")
 STAGE_TITLES = {"det1": "PNet", "det2": "RNet", "det3": "ONet"}
@@ -40,7 +40,7 @@ HEADER = (
 
 
 def _layers():
-    from .caffe_env import import_caffe
+    from caffe_common.env import import_caffe
 
     caffe = import_caffe()
     return caffe, caffe.layers, caffe.params
@@ -148,11 +148,8 @@ def write_deploy_prototxts(directory: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    target = argv[0] if argv else str(Path(__file__).resolve().parents[1] / "prototxt" / "mtcnn")
+    target = argv[0] if argv else str(Path(__file__).resolve().parents[2] / "prototxt" / "mtcnn")
     for path in write_deploy_prototxts(target):
         print(path)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Plain, loop-based reference of the MTCNN cascade (read this one to understand each step).
 
-Same steps and conventions as the vectorised :mod:`mtcnn_caffe.tools` (1-based
+Same steps and conventions as the vectorised :mod:`mtcnn_caffe.detect.steps` (1-based
 inclusive MATLAB pixels), written one box and one pixel at a time, like the
 official MATLAB functions. :func:`detect_face_loop` runs the whole cascade
 with these functions and the detector's nets; the tests check that it gives
@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from .boxes import iou_one_to_many
+from caffe_common.boxes import iou_one_to_many
 
 
 def pyramid_scales(height: int, width: int, min_size: float, factor: float) -> list[float]:
@@ -142,7 +142,7 @@ def onet_landmarks(box: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def detect_face_loop(detector, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The whole cascade with the loop functions and ``detector``'s nets and settings (0-based output)."""
-    from .detector import to_bgr_uint8, to_zero_based
+    from mtcnn_caffe.detect.cascade import to_bgr_uint8, to_zero_based
 
     image = to_bgr_uint8(image_bgr)
     t1, t2, t3 = detector.thresholds

@@ -1,6 +1,6 @@
 """Evaluation outputs: JSON summaries and PNG plots, written atomically.
 
-Both go through :mod:`mtcnn_caffe.atomic` (temporary file + ``os.replace``), so
+Both go through :mod:`caffe_common.atomic` (temporary file + ``os.replace``), so
 an interrupted run never leaves a half-written summary that looks complete.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ A prototxt that names an unknown layer type or reads a blob nobody wrote, or a
 ``.caffemodel`` whose blobs do not fit the prototxt, makes Caffe fail a ``CHECK``,
 which aborts the whole process. Everything here runs in Python first and raises
 :class:`CaffeModelError` naming the file and the layer instead. The detector's
-weight loading (:func:`mtcnn_caffe.weights.check_weights`) and ``merge_bn`` both
+weight loading (:func:`mtcnn_caffe.nets.weights.check_weights`) and ``merge_bn`` both
 use these functions; they re-raise the error as their own type.
 
 Caffe's conventions followed here:
@@ -46,8 +46,8 @@ class PrototxtParseError(CaffeModelError):
 
 
 def caffe_pb2() -> Any:
-    """Caffe's protobuf module (imported through :func:`mtcnn_caffe.caffe_env.import_caffe`)."""
-    from .caffe_env import import_caffe
+    """Caffe's protobuf module (imported through :func:`caffe_common.env.import_caffe`)."""
+    from .env import import_caffe
 
     return import_caffe().proto.caffe_pb2
 
@@ -160,7 +160,7 @@ def phase_layers(net: Any, phase: int = TEST_PHASE) -> list[Any]:
 def check_net_structure(net: Any, path: str | Path, phase: int = TEST_PHASE) -> None:
     """Raise :class:`CaffeModelError` when Caffe would abort building ``net``: an unknown layer type,
     or a bottom blob that no earlier layer (or net input) produces."""
-    from .caffe_env import import_caffe
+    from .env import import_caffe
 
     layers = phase_layers(net, phase)
     if len(net.layer):  # V1 ``layers`` store enum types, upgraded by Caffe itself
@@ -182,7 +182,7 @@ def load_net(prototxt: str | Path, net: Any | None = None) -> Any:
 
     ``net`` is the already parsed ``NetParameter`` of the file, if the caller has it.
     """
-    from .caffe_env import import_caffe
+    from .env import import_caffe
 
     caffe = import_caffe()
     net = read_net_prototxt(prototxt) if net is None else net

@@ -1,0 +1,1 @@
+"""Subcommands shared by ``mtcnn-caffe`` and ``ssd-mobilenet`` (``doctor``, ``merge-bn``)."""
