@@ -447,11 +447,24 @@ def train(config: TrainConfig, validate: Validator | None = None,
     window_start, window_iters = started, 0
     bar = _progress(config.progress, start, run_param.max_iter)
     row: dict[str, float] = {}
+
+    def make_row(iteration: int, values: Mapping[str, float], validation: Mapping[str, float]) -> dict[str, float]:
+        nonlocal window_start, window_iters
+        now = time.perf_counter()
+        made = {"iter": iteration, "lr": learning_rate(run_param, iteration - 1),
+                "loss": sum(weights_of.get(k, 0.0) * v for k, v in values.items()), **values,
+                "samples_per_s": per_iter * window_iters / max(now - window_start, 1e-9), **validation}
+        window_start, window_iters = now, 0
+        return made
+
+    def current_values() -> dict[str, float]:
+        return {name: float(solver.net.blobs[name].data.flat[0]) for name in outputs}
+
     try:
         for iteration in range(start + 1, run_param.max_iter + 1):
             solver.step(1)
             window_iters += 1
-            values = {name: float(solver.net.blobs[name].data.flat[0]) for name in outputs}
+            values = current_values()
             if not _is_finite(values):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 where = f"resume from the last good snapshot {last_state}" if last_state else "no snapshot was written yet"
@@ -460,11 +473,7 @@ def train(config: TrainConfig, validate: Validator | None = None,
             validation = dict(validate(solver.net, iteration)) if (
                 validate and config.validate_every and iteration % config.validate_every == 0) else {}
             if iteration % config.log_every == 0 or validation or iteration == run_param.max_iter:
-                now = time.perf_counter()
-                row = {"iter": iteration, "lr": learning_rate(run_param, iteration - 1),
-                       "loss": sum(weights_of.get(k, 0.0) * v for k, v in values.items()), **values,
-                       "samples_per_s": per_iter * window_iters / max(now - window_start, 1e-9), **validation}
-                window_start, window_iters = now, 0
+                row = make_row(iteration, values, validation)
                 log.write(row)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in values or k == "samples_per_s"},
                                 refresh=False)
@@ -472,7 +481,13 @@ def train(config: TrainConfig, validate: Validator | None = None,
             if snapshot_every and iteration % snapshot_every == 0 and iteration < run_param.max_iter:
                 last_state = write_snapshot(solver, out_dir, scratch / "s")
     except KeyboardInterrupt:
+        # Caffe does not look at signals inside step(): the interrupt lands between iterations, so every
+        # finished iteration can be logged and snapshotted.
         bar.close()
+        if solver.iter > start and (not log.rows or log.rows[-1]["iter"] < solver.iter):
+            values = current_values()
+            if _is_finite(values):
+                log.write(make_row(solver.iter, values, {}))
         log.close()
         state = write_snapshot(solver, out_dir, scratch / "s") if solver.iter > start else last_state
         raise TrainingInterrupted(f"interrupted at iteration {solver.iter}; resume with --resume {state}", state) from None
