@@ -109,6 +109,28 @@ class RecordReader:
                 start = 0
         return decode_records(b"".join(chunks), self.size)
 
+    def read_indices(self, indices: np.ndarray) -> np.ndarray:
+        """The records at ``indices`` (any order, repeats allowed) as a record array in that order."""
+        with self.env.begin(buffers=False) as txn:
+            values = [txn.get(record_key(int(i))) for i in indices]
+        missing = [int(i) for i, v in zip(indices, values) if v is None]
+        if missing:
+            raise KeyError(f"{self.path}: records {missing[:5]} missing")
+        return decode_records(b"".join(values), self.size)
+
+    def read_labels(self) -> np.ndarray:
+        """The label of every record (``(count,)`` float32), read without decoding the images."""
+        labels = np.empty(self.count, dtype=np.float32)
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(record_key(0)):
+                raise KeyError(f"{self.path}: record 0 missing")
+            for index, (key, value) in enumerate(cursor):
+                if key == META_KEY or index >= self.count:
+                    break
+                labels[index] = np.frombuffer(value[:4], dtype="<f4")[0]  # label is the first field
+        return labels
+
     def close(self) -> None:
         """Release this reader's share of the LMDB environment."""
         if not self._closed:

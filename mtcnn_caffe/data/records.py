@@ -106,6 +106,23 @@ def decode_records(buffer: bytes | bytearray | memoryview, size: int) -> np.ndar
     return np.frombuffer(buffer, dtype=dtype)
 
 
+#: Record landmark order ``x1, y1, ..., x5, y5`` -> the nets' output order ``x1..x5, y1..y5`` (official O-Net
+#: ``conv6-3``, read that way by :func:`mtcnn_caffe.detect.steps.onet_landmarks`).
+NET_LANDMARK_ORDER = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9])
+
+
+def landmarks_to_net_order(landmark: np.ndarray) -> np.ndarray:
+    """``(..., 10)`` interleaved record landmarks -> the nets' ``x1..x5, y1..y5`` (the one conversion)."""
+    return np.asarray(landmark)[..., NET_LANDMARK_ORDER]
+
+
+def landmarks_from_net_order(points: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`landmarks_to_net_order`."""
+    out = np.empty_like(np.asarray(points))
+    out[..., NET_LANDMARK_ORDER] = points
+    return out
+
+
 def count_labels(labels: np.ndarray) -> dict[str, int]:
     """``{"pos": n, "neg": n, "part": n, "landmark": n}`` of a label array."""
     labels = np.asarray(labels)
