@@ -266,14 +266,45 @@ def read_solver_state(path: Path) -> Any:
     return state
 
 
-def check_resumable(state_path: Path, train_prototxt: Path, net: Any) -> Path:
+def weight_fit_problems(net: Any, weights_path: Path, require_all: bool) -> list[str]:
+    """How the weights in ``weights_path`` do not fit the built ``net`` (checked in Python: Caffe's
+    ``copy_from`` aborts on a shape mismatch). ``require_all``: every learned layer must be in the file
+    (a resumed state); otherwise layers missing from the file keep their fillers (fine-tuning new heads),
+    but at least one layer must match."""
+    from .model_files import CaffeModelError, blob_shape, read_caffemodel, shape_equals, weights_by_layer
+
+    try:
+        weights = weights_by_layer(read_caffemodel(weights_path))
+    except CaffeModelError as exc:
+        return [str(exc)]
+    problems, matched = [], 0
+    for name, layer in zip(net._layer_names, net.layers):
+        if not len(layer.blobs):
+            continue
+        blobs = weights.get(name)
+        if blobs is None:
+            if require_all:
+                problems.append(f"layer '{name}' has no weights in {weights_path}")
+            continue
+        matched += 1
+        if len(blobs) != len(layer.blobs):
+            problems.append(f"layer '{name}': the net has {len(layer.blobs)} blob(s), {weights_path} has {len(blobs)}")
+            continue
+        for k, blob in enumerate(blobs):
+            if not shape_equals(layer.blobs[k].data.shape, blob):
+                problems.append(f"layer '{name}' blob {k}: the net has shape {tuple(layer.blobs[k].data.shape)}, "
+                                f"{weights_path} has {blob_shape(blob)}")
+    if not matched:
+        problems.append(f"no layer of the net has weights in {weights_path} (weights of another network?)")
+    return problems
+
+
+def check_resumable(state_path: Path, net: Any) -> Path:
     """Check that a solver state belongs to ``net`` before Caffe reads it (a mismatch aborts Caffe).
 
     Returns the state file to hand to ``solver.restore`` (a rewritten copy when the weights were moved
     beside the state). Raises :class:`TrainingError` naming what does not fit.
     """
-    from .model_files import CaffeModelError, check_weight_files
-
     state = read_solver_state(state_path)
     learned = Path(state.learned_net) if state.learned_net else None
     if learned is None or not learned.is_file():
@@ -281,10 +312,9 @@ def check_resumable(state_path: Path, train_prototxt: Path, net: Any) -> Path:
         if not beside.is_file():
             raise TrainingError(f"{state_path}: its weights {state.learned_net or '(none named)'} are missing")
         learned = beside
-    try:
-        check_weight_files(train_prototxt, learned)
-    except CaffeModelError as exc:
-        raise TrainingError(f"{state_path} is not a state of this net ({train_prototxt}): {exc}") from exc
+    problems = weight_fit_problems(net, learned, require_all=True)
+    if problems:
+        raise TrainingError(f"{state_path} is not a state of this net: " + "; ".join(problems[:5]))
     learnable = sum(len(blobs) for blobs in net.params.values())
     if len(state.history) not in (0, learnable, 2 * learnable):  # SGD/Nesterov/AdaGrad 1x, Adam/AdaDelta 2x
         raise TrainingError(f"{state_path}: {len(state.history)} history blobs, but the net has {learnable} "
@@ -364,6 +394,7 @@ def plot_log(rows: Sequence[Mapping[str, float]], loss_columns: Sequence[str], o
     axes[0][0].set_title("training loss")
     if panels == 2:
         axes[1][0].set_title("validation")
+    figure.tight_layout()
     saved = save_figure_atomic(figure, path)
     plt.close(figure)
     return saved
@@ -399,18 +430,13 @@ def train(config: TrainConfig, validate: Validator | None = None,
     step (e.g. to check the data layer against the net). Returns where the final weights and log are.
     """
     from .env import import_caffe
-    from .model_files import CaffeModelError, check_weight_files, read_net_prototxt
+    from .model_files import read_net_prototxt
 
     caffe = import_caffe()
     out_dir = prepare_out_dir(config.out_dir)
     param = read_solver(config.solver)
     net_path = train_net_path(Path(config.solver), param)
     net_param = read_net_prototxt(net_path)
-    for weights in config.init_weights:
-        try:
-            check_weight_files(net_path, weights)
-        except CaffeModelError as exc:
-            raise TrainingError(f"--init weights do not fit the train net: {exc}") from exc
     scratch = out_dir / ".snapshot_scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
@@ -422,9 +448,12 @@ def train(config: TrainConfig, validate: Validator | None = None,
         caffe.set_random_seed(config.seed)
     solver = caffe.get_solver(str(solver_file))
     for weights in config.init_weights:
+        problems = weight_fit_problems(solver.net, Path(weights), require_all=False)
+        if problems:
+            raise TrainingError(f"--init weights do not fit the train net {net_path}: " + "; ".join(problems[:5]))
         solver.net.copy_from(str(weights))
     if config.resume:
-        state = check_resumable(Path(config.resume), net_path, solver.net)
+        state = check_resumable(Path(config.resume), solver.net)
         solver.restore(str(state))
         if state != Path(config.resume):
             state.unlink(missing_ok=True)

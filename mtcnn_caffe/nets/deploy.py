@@ -39,7 +39,7 @@ HEADER = (
 )
 
 
-def _layers():
+def caffe_factories():
     from caffe_common.env import import_caffe
 
     caffe = import_caffe()
@@ -50,11 +50,11 @@ def _learned(fillers: bool) -> dict[str, Any]:
     return {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0}} if fillers else {}
 
 
-def _conv(L, bottom, num_output: int, kernel: int, fillers: bool):
+def conv_layer(L, bottom, num_output: int, kernel: int, fillers: bool):
     return L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=1, **_learned(fillers))
 
 
-def _fc(L, bottom, num_output: int, fillers: bool):
+def fc_layer(L, bottom, num_output: int, fillers: bool):
     return L.InnerProduct(bottom, num_output=num_output, **_learned(fillers))
 
 
@@ -65,55 +65,55 @@ def _max_pool(L, P, bottom, kernel: int, stride: int):
 
 def pnet_body(n, data, fillers: bool = False) -> None:
     """Add P-Net (fully convolutional) on top of ``data``: tops ``conv4-1`` (2 logits), ``conv4-2`` (4 offsets)."""
-    _, L, P = _layers()
-    n.conv1 = _conv(L, data, 10, 3, fillers)
+    _, L, P = caffe_factories()
+    n.conv1 = conv_layer(L, data, 10, 3, fillers)
     n.PReLU1 = L.PReLU(n.conv1, in_place=True)
     n.pool1 = _max_pool(L, P, n.PReLU1, 2, 2)
-    n.conv2 = _conv(L, n.pool1, 16, 3, fillers)
+    n.conv2 = conv_layer(L, n.pool1, 16, 3, fillers)
     n.PReLU2 = L.PReLU(n.conv2, in_place=True)
-    n.conv3 = _conv(L, n.PReLU2, 32, 3, fillers)
+    n.conv3 = conv_layer(L, n.PReLU2, 32, 3, fillers)
     n.PReLU3 = L.PReLU(n.conv3, in_place=True)
-    n["conv4-1"] = _conv(L, n.PReLU3, 2, 1, fillers)
-    n["conv4-2"] = _conv(L, n.PReLU3, 4, 1, fillers)
+    n["conv4-1"] = conv_layer(L, n.PReLU3, 2, 1, fillers)
+    n["conv4-2"] = conv_layer(L, n.PReLU3, 4, 1, fillers)
 
 
 def rnet_body(n, data, fillers: bool = False) -> None:
     """Add R-Net on top of ``data``: tops ``conv5-1`` (2 logits), ``conv5-2`` (4 offsets)."""
-    _, L, P = _layers()
-    n.conv1 = _conv(L, data, 28, 3, fillers)
+    _, L, P = caffe_factories()
+    n.conv1 = conv_layer(L, data, 28, 3, fillers)
     n.prelu1 = L.PReLU(n.conv1, in_place=True)
     n.pool1 = _max_pool(L, P, n.prelu1, 3, 2)
-    n.conv2 = _conv(L, n.pool1, 48, 3, fillers)
+    n.conv2 = conv_layer(L, n.pool1, 48, 3, fillers)
     n.prelu2 = L.PReLU(n.conv2, in_place=True)
     n.pool2 = _max_pool(L, P, n.prelu2, 3, 2)
-    n.conv3 = _conv(L, n.pool2, 64, 2, fillers)
+    n.conv3 = conv_layer(L, n.pool2, 64, 2, fillers)
     n.prelu3 = L.PReLU(n.conv3, in_place=True)
-    n.conv4 = _fc(L, n.prelu3, 128, fillers)
+    n.conv4 = fc_layer(L, n.prelu3, 128, fillers)
     n.prelu4 = L.PReLU(n.conv4, in_place=True)
-    n["conv5-1"] = _fc(L, n.prelu4, 2, fillers)
-    n["conv5-2"] = _fc(L, n.prelu4, 4, fillers)
+    n["conv5-1"] = fc_layer(L, n.prelu4, 2, fillers)
+    n["conv5-2"] = fc_layer(L, n.prelu4, 4, fillers)
 
 
 def onet_body(n, data, fillers: bool = False) -> None:
     """Add O-Net on top of ``data``: tops ``conv6-1`` (2 logits), ``conv6-2`` (4 offsets), ``conv6-3`` (10 points)."""
-    _, L, P = _layers()
-    n.conv1 = _conv(L, data, 32, 3, fillers)
+    _, L, P = caffe_factories()
+    n.conv1 = conv_layer(L, data, 32, 3, fillers)
     n.prelu1 = L.PReLU(n.conv1, in_place=True)
     n.pool1 = _max_pool(L, P, n.prelu1, 3, 2)
-    n.conv2 = _conv(L, n.pool1, 64, 3, fillers)
+    n.conv2 = conv_layer(L, n.pool1, 64, 3, fillers)
     n.prelu2 = L.PReLU(n.conv2, in_place=True)
     n.pool2 = _max_pool(L, P, n.prelu2, 3, 2)
-    n.conv3 = _conv(L, n.pool2, 64, 3, fillers)
+    n.conv3 = conv_layer(L, n.pool2, 64, 3, fillers)
     n.prelu3 = L.PReLU(n.conv3, in_place=True)
     n.pool3 = _max_pool(L, P, n.prelu3, 2, 2)
-    n.conv4 = _conv(L, n.pool3, 128, 2, fillers)
+    n.conv4 = conv_layer(L, n.pool3, 128, 2, fillers)
     n.prelu4 = L.PReLU(n.conv4, in_place=True)
-    n.conv5 = _fc(L, n.prelu4, 256, fillers)
+    n.conv5 = fc_layer(L, n.prelu4, 256, fillers)
     n.drop5 = L.Dropout(n.conv5, dropout_ratio=0.25, in_place=True)
     n.prelu5 = L.PReLU(n.drop5, in_place=True)
-    n["conv6-1"] = _fc(L, n.prelu5, 2, fillers)
-    n["conv6-2"] = _fc(L, n.prelu5, 4, fillers)
-    n["conv6-3"] = _fc(L, n.prelu5, 10, fillers)
+    n["conv6-1"] = fc_layer(L, n.prelu5, 2, fillers)
+    n["conv6-2"] = fc_layer(L, n.prelu5, 4, fillers)
+    n["conv6-3"] = fc_layer(L, n.prelu5, 10, fillers)
 
 
 _BODIES = {"det1": (pnet_body, "conv4-1"), "det2": (rnet_body, "conv5-1"), "det3": (onet_body, "conv6-1")}
@@ -123,7 +123,7 @@ def deploy_net(stage: str):
     """The deploy ``NetParameter`` of ``stage`` (``det1``, ``det2`` or ``det3``)."""
     if stage not in _BODIES:
         raise ValueError(f"unknown MTCNN stage {stage!r}; expected one of {STAGES}")
-    caffe, L, _ = _layers()
+    caffe, L, _ = caffe_factories()
     size = INPUT_SIZES[stage]
     body, logits = _BODIES[stage]
     n = caffe.NetSpec()
@@ -149,7 +149,9 @@ def write_deploy_prototxts(directory: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     target = argv[0] if argv else str(Path(__file__).resolve().parents[2] / "prototxt" / "mtcnn")
-    for path in write_deploy_prototxts(target):
+    from .train import committed_training_files
+
+    for path in [*write_deploy_prototxts(target), *committed_training_files(target)]:
         print(path)
     return 0
 

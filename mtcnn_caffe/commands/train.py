@@ -1,0 +1,98 @@
+"""``train 12|24|48``: train one MTCNN stage on a packed LMDB (``scripts/train.sh`` is this command)."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``train`` (shared with ``scripts/train.sh``)."""
+    from ..nets.train import RECIPES
+
+    defaults = ", ".join(f"{s}: batch {r.batch_size}, {r.max_iter} it" for s, r in RECIPES.items())
+    p.add_argument("stage", type=int, choices=(12, 24, 48), help="the net to train: 12 P-Net, 24 R-Net, 48 O-Net")
+    p.add_argument("--data", required=True, type=Path, metavar="PACK_DIR",
+                   help="the stage's pack (gen_net_imdb.py --out DIR); its last ~5%% of records are held out for validation")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (logs, snapshots, detN deploy files)")
+    p.add_argument("--max-iter", type=_positive_int, help=f"iterations (defaults {defaults})")
+    p.add_argument("--batch", type=_positive_int, dest="batch_size", help="samples per iteration")
+    p.add_argument("--base-lr", type=_positive_float, help="base learning rate (default 0.01; x0.1 at 60%% and 85%%)")
+    p.add_argument("--ohem", type=_fraction, help="share of the hardest classification losses kept (default 0.7; 1 = all)")
+    p.add_argument("--tasks", choices=("all", "cls"), help="'cls' trains classification only (the seed's only-cls weights)")
+    p.add_argument("--mix", metavar="N:P:T:L", help="batch mix neg:pos:part:landmark (default 3:1:1:2)")
+    p.add_argument("--seed", type=int, help="seed of the batch order and of Caffe's fillers (default 0)")
+    p.add_argument("--init", type=Path, metavar="W.caffemodel",
+                   help="start from these weights (by layer name: the official weights, an only-cls model, ...)")
+    p.add_argument("--resume", type=Path, metavar="STATE",
+                   help="continue from a .solverstate (or an output folder: its newest snapshot)")
+    p.add_argument("--validate-every", type=_positive_int, metavar="K",
+                   help="validation interval in iterations (default: a tenth of the run, at most 500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train one MTCNN stage (12/24/48) on a packed LMDB",
+        description="Train P-Net (12), R-Net (24) or O-Net (48) in Caffe with the multi-task loss (classification with "
+                    "OHEM on pos/neg, box regression on pos/part, landmarks on landmark samples). Writes log.csv, "
+                    "loss.png, snapshots/ and the deploy pair detN.prototxt + detN.caffemodel for "
+                    "'mtcnn-caffe detect --weights-dir'. Exit status: 0 done, 1 training diverged, "
+                    "2 input refused, 130 interrupted (resumable with --resume).")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from caffe_common.solver import TrainingDiverged, TrainingError, TrainingInterrupted
+
+    from ..train.stage import StageError, train_stage
+
+    options = {k: getattr(args, k) for k in ("max_iter", "batch_size", "base_lr", "ohem", "tasks", "mix", "seed")}
+    try:
+        result = train_stage(args.stage, args.data, args.out, init=args.init, resume=args.resume,
+                             validate_every=args.validate_every, progress=not args.no_progress, **options)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (StageError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.prototxt}, {result.caffemodel}, {result.log}" + (f", {result.plot}" if result.plot else ""),
+          file=sys.stderr)
+    print(result.summary_line())
+    return 0
