@@ -79,34 +79,60 @@ def check_pack(pack: str | Path, size: int, recipe: StageRecipe) -> tuple[int, i
 class HeldOutValidator:
     """Validation figures on the pack's held-out records, with a val net sharing the train net's weights:
     classification accuracy on pos and neg, box-target L2 error (pos + part), landmark NME (landmark
-    samples, normalised by the target inter-ocular distance), and the classification loss."""
+    samples, normalised by the target inter-ocular distance), and the classification loss.
+
+    ``data_transform`` (tests only) rewrites the input blob between the data layer and the net, to show
+    that a wrong input convention scores worse.
+    """
 
     columns = VALIDATION_COLUMNS
 
-    def __init__(self, val_prototxt: Path, stage: str):
-        self.val_prototxt, self.heads = val_prototxt, HEADS[stage]
+    def __init__(self, val_prototxt: Path, stage: str, data_transform: Any = None):
+        self.val_prototxt, self.heads, self.data_transform = val_prototxt, HEADS[stage], data_transform
         self.net: Any = None
 
-    def __call__(self, train_net_: Any, iteration: int) -> dict[str, float]:
-        from caffe_common.env import import_caffe
+    def __call__(self, source_net: Any, iteration: int = 0) -> dict[str, float]:
+        """Figures of the weights of ``source_net`` (a train net, or any net with the same layer names)."""
+        self._ensure_net()
+        self.net.share_with(source_net)
+        return self.figures()
 
-        caffe = import_caffe()
+    def figures_of_weights(self, caffemodel: str | Path) -> dict[str, float]:
+        """Figures of a weights file (copied by layer name; layers it lacks keep their fillers)."""
+        self._ensure_net()
+        self.net.copy_from(str(caffemodel))
+        return self.figures()
+
+    def _ensure_net(self) -> None:
         if self.net is None:
+            from caffe_common.env import import_caffe
+
+            caffe = import_caffe()
             self.net = caffe.Net(str(self.val_prototxt), caffe.TEST)
             self.layer = next(layer for layer in self.net.layers if hasattr(layer, "val_batches"))
-        self.net.share_with(train_net_)
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """Net outputs and targets of every held-out record, stacked (what :func:`held_out_figures` takes)."""
         self.layer.set_iteration(0)
         batches = [self._forward() for _ in range(self.layer.val_batches())]
-        merged = {k: np.concatenate([b[k] for b in batches])[: self.layer.val_count] for k in batches[0]}
-        return held_out_figures(merged)
+        return {k: np.concatenate([b[k] for b in batches])[: self.layer.val_count] for k in batches[0]}
+
+    def figures(self) -> dict[str, float]:
+        return held_out_figures(self.collect())
 
     def _forward(self) -> dict[str, np.ndarray]:
-        self.net.forward()
+        if self.data_transform is None:
+            self.net.forward()
+        else:
+            self.net._forward(0, 0)  # the data layer alone, then the rest on the rewritten input
+            self.net.blobs["data"].data[...] = self.data_transform(self.net.blobs["data"].data)
+            self.net._forward(1, len(self.net.layers) - 1)
         blobs = self.net.blobs
-        out = {"label": blobs["label"].data.copy(), "logits": blobs[self.heads.cls].data.reshape(len(blobs["label"].data), -1).copy(),
-               "box": blobs[self.heads.box].data.reshape(-1, 4).copy(), "roi": blobs["roi"].data.copy()}
+        count = len(blobs["label"].data)
+        out = {"label": blobs["label"].data.copy(), "logits": blobs[self.heads.cls].data.reshape(count, -1).copy(),
+               "box": blobs[self.heads.box].data.reshape(count, 4).copy(), "roi": blobs["roi"].data.copy()}
         if self.heads.landmark in blobs:
-            out["points"] = blobs[self.heads.landmark].data.reshape(-1, 10).copy()
+            out["points"] = blobs[self.heads.landmark].data.reshape(count, 10).copy()
             out["pts"] = blobs["pts"].data.copy()
         return out
 
