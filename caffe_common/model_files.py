@@ -16,14 +16,29 @@ Caffe's conventions followed here:
 * values are read from ``double_data`` when it is not empty, else ``data``;
 * a layer is in the TEST-phase net unless its ``include``/``exclude`` rules say
   otherwise (``Net::FilterNet`` at level 0 without stages).
+
+Python cannot foresee every ``CHECK`` of every layer's ``SetUp`` (a Convolution
+without ``num_output``, a kernel larger than its input, ...). So before a net is
+built in this process, :func:`probe_net` builds it (and loads its weights) in a
+short-lived child process: if Caffe aborts there, :class:`NetProbeError` names
+the file, the layer and Caffe's own message. Successful probes are remembered on
+disk by content hash (:func:`probe_cache_dir`), so a file is probed once.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-TEST_PHASE = 1  # caffe_pb2.TEST
+TRAIN_PHASE, TEST_PHASE = 0, 1  # caffe_pb2.TRAIN, caffe_pb2.TEST
 #: Layers the pure-Python blob-count rule knows to have no learned blobs.
 _PARAMETERLESS_TYPES = frozenset({
     "ReLU", "ReLU6", "Pooling", "Concat", "Eltwise", "Softmax", "Flatten", "Reshape", "Permute", "PriorBox",
@@ -35,6 +50,18 @@ _MAX_PROBLEMS_SHOWN = 12
 
 class CaffeModelError(ValueError):
     """A prototxt or caffemodel Caffe would refuse (or abort on); the message names the file and layer."""
+
+
+class NetProbeError(CaffeModelError):
+    """Caffe failed (aborted) building a net or loading its weights in the probe's child process.
+
+    ``layer`` is the layer Caffe was setting up (None when unknown); ``stage`` is ``"build"``
+    or ``"weights"`` (the net was built, copying the weights failed).
+    """
+
+    def __init__(self, message: str, layer: str | None = None, stage: str = "build"):
+        super().__init__(message)
+        self.layer, self.stage = layer, stage
 
 
 class PrototxtParseError(CaffeModelError):
@@ -178,7 +205,8 @@ def check_net_structure(net: Any, path: str | Path, phase: int = TEST_PHASE) -> 
 
 
 def load_net(prototxt: str | Path, net: Any | None = None) -> Any:
-    """A TEST-phase ``caffe.Net`` of ``prototxt`` (no weights), checked with :func:`check_net_structure` first.
+    """A TEST-phase ``caffe.Net`` of ``prototxt`` (no weights), checked with :func:`check_net_structure`
+    and :func:`probe_net` first, so a net Caffe would abort on raises :class:`CaffeModelError` instead.
 
     ``net`` is the already parsed ``NetParameter`` of the file, if the caller has it.
     """
@@ -187,7 +215,232 @@ def load_net(prototxt: str | Path, net: Any | None = None) -> Any:
     caffe = import_caffe()
     net = read_net_prototxt(prototxt) if net is None else net
     check_net_structure(net, prototxt)
+    probe_net(prototxt, net=net)
     return caffe.Net(str(prototxt), caffe.TEST)
+
+
+# --------------------------------------------------------------------------- the probe (child process)
+#: Seconds a probe child may take (building a big net, or reading big weights, on a busy machine).
+PROBE_TIMEOUT_S = 600
+_PROBE_FORMAT = "1"  # bump when what a cached probe means changes
+_FAILED_PROBES: dict[str, NetProbeError] = {}
+_GLOG_FATAL = re.compile(r"^[FE]\d+\s+[\d:.]+\s+\d+\s+(\S+:\d+)\]\s?(.*)$")
+_LAYER_IN_MESSAGE = re.compile(r"layer '([^']+)'")
+
+
+def probe_cache_dir() -> Path:
+    """Where successful probes are remembered (one empty file per content hash)."""
+    from .assets import cache_dir
+
+    return cache_dir() / "net-probes"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> list[Any]:
+    """``[path, size, mtime_ns]`` of a file, or of each file directly inside a folder (an LMDB)."""
+    if path.is_dir():
+        return [_stamp(child) for child in sorted(path.iterdir()) if child.is_file()]
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def _python_layer_inputs(layers: Sequence[Any]) -> list[Any]:
+    """What a Python layer's setup may read besides the prototxt: its module's source file and the
+    existing paths named in its ``param_str`` (JSON values), stamped by size and mtime."""
+    import importlib.util
+
+    stamps: list[Any] = []
+    for layer in layers:
+        module = layer.python_param.module
+        try:
+            spec = importlib.util.find_spec(module) if module else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and Path(spec.origin).is_file():
+            stamps.append(_stamp(Path(spec.origin)))
+        try:
+            values = json.loads(layer.python_param.param_str or "{}")
+        except ValueError:
+            continue
+        for value in (values.values() if isinstance(values, dict) else ()):
+            if isinstance(value, str) and value and os.path.exists(value):
+                stamps.append(_stamp(Path(value)))
+    return stamps
+
+
+def _caffe_build_stamp() -> list[Any]:
+    """The Caffe extension module in use: a probe made with another build is not reused."""
+    from .env import import_caffe
+
+    return _stamp(Path(import_caffe()._caffe.__file__))
+
+
+def _probe_key(prototxt: Path, weights: Path | None, phase: int, python_layers: Sequence[Any]) -> str:
+    parts = [_PROBE_FORMAT, str(phase), _file_digest(prototxt), _file_digest(weights) if weights else "-",
+             _caffe_build_stamp(), _python_layer_inputs(python_layers)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def probe_net(prototxt: str | Path, weights: str | Path | None = None, phase: int = TEST_PHASE,
+              net: Any | None = None) -> None:
+    """Build the net of ``prototxt`` (and copy in ``weights``) in a child process; raise
+    :class:`NetProbeError` naming the file, the layer and Caffe's message if Caffe fails there.
+
+    Caffe aborts the whole process on a failed ``CHECK``; the child takes that blow. A success is
+    remembered on disk, keyed by the contents of both files, the phase, the Caffe build and (for
+    Python layers) their module and data files, so probing the same files again costs no child; a
+    failure is remembered for this process only. ``net`` is the parsed prototxt, if the caller has it.
+    """
+    prototxt = Path(prototxt)
+    weights = Path(weights) if weights is not None else None
+    net = read_net_prototxt(prototxt) if net is None else net
+    if weights is not None and not weights.is_file():
+        raise CaffeModelError(f"weights file not found: {weights}")
+    layers = phase_layers(net, phase)
+    python_layers = [layer for layer in layers if layer.type == "Python"]
+    key = _probe_key(prototxt, weights, phase, python_layers)
+    if key in _FAILED_PROBES:
+        raise _FAILED_PROBES[key]
+    marker = probe_cache_dir() / key
+    if marker.is_file():
+        return
+    try:
+        _run_probe(prototxt, weights, phase, net, layers, full_import=bool(python_layers))
+    except NetProbeError as exc:
+        _FAILED_PROBES[key] = exc
+        raise
+    from .atomic import write_bytes_atomic
+
+    try:
+        write_bytes_atomic(marker, b"")
+    except OSError:  # an unwritable cache only costs a probe next time
+        pass
+
+
+def _child_command(phase: int, full_import: bool, weights: Path | None, prototxts: Sequence[Path]) -> list[str]:
+    return [sys.executable, "-m", "caffe_common.model_files", "--probe-child", str(phase),
+            "full" if full_import else "core", str(weights) if weights else "-", *map(str, prototxts)]
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, its ``sys.path`` (Python layers import like here), quiet Caffe, one thread."""
+    env = dict(os.environ)
+    paths = [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["GLOG_minloglevel"] = "2"  # this Caffe build has its INFO lines compiled out; keep ERROR and FATAL
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _run_child(command: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, errors="replace", env=_child_env(),
+                              timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise NetProbeError(f"{command[-1]}: Caffe did not finish building this net within "
+                            f"{PROBE_TIMEOUT_S} s (in a probe process)") from exc
+
+
+def _caffe_message(run: subprocess.CompletedProcess) -> str:
+    """Caffe's own reason from a failed child: its glog FATAL line (``Check failed: ...``), else the
+    last line of a Python error, else how the process ended."""
+    fatal = [m for m in map(_GLOG_FATAL.match, run.stderr.splitlines()) if m]
+    if fatal:
+        source, text = fatal[-1].groups()
+        text = re.sub(r" \(known types: [^)]*\)", "", text.strip())  # the whole layer registry
+        return f"{text} [{source}]"
+    lines = [line.strip() for line in run.stderr.splitlines() if line.strip()]
+    if lines:
+        return lines[-1]
+    if run.returncode < 0:
+        return f"Caffe crashed ({signal.Signals(-run.returncode).name})"
+    return f"the probe process exited with status {run.returncode}"
+
+
+def _run_probe(prototxt: Path, weights: Path | None, phase: int, net: Any, layers: Sequence[Any],
+               full_import: bool) -> None:
+    run = _run_child(_child_command(phase, full_import, weights, [prototxt]))
+    if run.returncode == 0:
+        return
+    message = _caffe_message(run)
+    named = _LAYER_IN_MESSAGE.search(message)  # some of Caffe's messages name the layer themselves
+    if "built 0" in run.stdout.splitlines():
+        raise NetProbeError(f"{weights} vs {prototxt}: Caffe cannot load these weights: {message}",
+                            named.group(1) if named else None, stage="weights")
+    by_name = {layer.name: layer for layer in layers}
+    if named and named.group(1) in by_name:
+        layer = by_name[named.group(1)]
+    else:
+        layer = _failing_layer(net, layers, phase, full_import)
+    where = f"layer '{layer.name}' ({layer.type}): " if layer is not None else ""
+    raise NetProbeError(f"{prototxt}: Caffe cannot build this net: {where}{message}",
+                        layer.name if layer is not None else None)
+
+
+def _failing_layer(net: Any, layers: Sequence[Any], phase: int, full_import: bool) -> Any | None:
+    """The first layer whose net prefix Caffe fails to build (one more child builds the prefixes in
+    order). This Caffe logs no ``Creating layer`` lines, so the prefixes are what tells the layer."""
+    from google.protobuf import text_format
+
+    with tempfile.TemporaryDirectory(prefix="net-probe-") as tmp:
+        prefixes = []
+        for count in range(1, len(layers) + 1):
+            prefix = type(net)()
+            prefix.CopyFrom(net)
+            del prefix.layer[:]
+            del prefix.layers[:]
+            target = prefix.layer if len(net.layer) else prefix.layers
+            target.extend(layers[:count])
+            path = Path(tmp) / f"prefix{count:05d}.prototxt"
+            path.write_text(text_format.MessageToString(prefix))
+            prefixes.append(path)
+        run = _run_child(_child_command(phase, full_import, None, prefixes))
+    built = {int(word) for line in run.stdout.splitlines() if line.startswith("built ") for word in line.split()[1:]}
+    failed = len(built)
+    return layers[failed] if run.returncode != 0 and failed < len(layers) and built == set(range(failed)) else None
+
+
+def _import_caffe_core(full: bool) -> Any:
+    """The Caffe extension for the probe child. Without Python layers only ``caffe._caffe`` is loaded
+    (skipping the package's scikit-image imports halves the probe's time); Python layers need the
+    whole package (they subclass ``caffe.Layer``), imported through :func:`caffe_common.env.import_caffe`."""
+    if full:
+        from .env import import_caffe
+
+        return import_caffe()._caffe
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("caffe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("pycaffe is not installed")
+    package = types.ModuleType("caffe")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["caffe"] = package
+    import caffe._caffe as core  # noqa: WPS433
+
+    core.set_mode_cpu()
+    return core
+
+
+def _probe_child(argv: Sequence[str]) -> int:
+    """Child side: build each prototxt in order (printing ``built K`` after each), then copy the weights."""
+    phase, mode, weights, *prototxts = argv
+    core = _import_caffe_core(mode == "full")
+    built = None
+    for index, prototxt in enumerate(prototxts):
+        built = core.Net(prototxt, int(phase))
+        print(f"built {index}", flush=True)
+    if weights != "-" and built is not None:
+        built.copy_from(weights)
+    return 0
 
 
 # --------------------------------------------------------------------------- weights vs prototxt
@@ -287,9 +540,26 @@ def load_net_with_weights(prototxt: str | Path, caffemodel: str | Path, net: Any
 
     ``net`` / ``weights`` are the already parsed files, if the caller has them.
     """
+    from .env import import_caffe
+
+    caffe = import_caffe()
     net = read_net_prototxt(prototxt) if net is None else net
     weights = weights_by_layer(read_caffemodel(caffemodel)) if weights is None else weights
-    built = load_net(prototxt, net)
+    check_net_structure(net, prototxt)
+    try:
+        probe_net(prototxt, caffemodel, net=net)
+        refused = None
+    except NetProbeError as exc:
+        if exc.stage != "weights":
+            raise
+        refused = exc  # the net builds; the Python check below names the problem more precisely
+    built = caffe.Net(str(prototxt), caffe.TEST)
     check_weights(net, weights, prototxt, caffemodel, built=built)
+    if refused is not None:
+        raise refused
     built.copy_from(str(caffemodel))
     return built
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe-child"]:
+    sys.exit(_probe_child(sys.argv[2:]))

@@ -124,3 +124,17 @@ def test_fetch_script_converts_once_then_is_up_to_date(caffe, converted, tmp_pat
     second = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "default weights: up to date" in second.stdout
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("backend", ["caffe", "opencv"])
+def test_weights_dir_that_would_abort_caffe_is_refused_naming_the_layer(caffe, converted, tmp_path, backend):
+    """``detect --weights-dir`` with a Convolution without num_output: Caffe aborts (exit 134) on it;
+    here both backends raise, naming the file and the layer, and this process goes on."""
+    from mtcnn_caffe import MtcnnDetector
+
+    text = (converted / "det1.prototxt").read_text()
+    assert text.count("num_output: 10") == 1
+    (tmp_path / "det1.prototxt").write_text(text.replace("num_output: 10", ""))
+    shutil.copy(converted / "det1.caffemodel", tmp_path / "det1.caffemodel")
+    with pytest.raises(weights.WeightsMismatchError, match=r"det1\.prototxt: .*layer 'conv1' \(Convolution\)"):
+        MtcnnDetector(weights_dir=tmp_path, backend=backend).net("det1")

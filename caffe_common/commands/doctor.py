@@ -1,11 +1,13 @@
-"""``doctor``: report whether Caffe, its layers, OpenCV DNN and LMDB are usable."""
+"""``doctor``: report whether Caffe, its layers, OpenCV DNN and LMDB are usable, plus the checks the
+running CLI registered (:func:`caffe_common.doctor.register_checks`)."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("doctor", help="check the installation (Caffe layers, OpenCV DNN, LMDB, BLAS)")
+    p = subparsers.add_parser("doctor", help="check the installation (Caffe layers, OpenCV DNN, LMDB, BLAS, and the CLI's own "
+                           "checks: mtcnn-caffe checks the face weights in use)")
     p.set_defaults(func=run)
 
 

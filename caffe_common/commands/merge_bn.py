@@ -53,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
         result = merge_bn(args.model, args.weights, args.out_model, args.out_weights, images=args.image,
                           tolerance=args.tolerance, timing_runs=args.runs, image_mean=mean,
                           image_scale=args.image_scale, progress=sys.stderr.isatty())
-    except ValueError as exc:  # MergeBNError, or a malformed --image-mean
+    except ValueError as exc:  # MergeBNError (a Caffe failure in the probe included), or a bad --image-mean
         prefix = "" if isinstance(exc, MergeBNError) else "bad argument: "
         print(f"merge-bn: error: {prefix}{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the disk filled up while writing: nothing was moved into place
+        print(f"merge-bn: error: cannot write the output: {exc}", file=sys.stderr)
         return 2
     print(format_report(result, verbose=verbose))
     return 0 if result.written else 1

@@ -12,12 +12,13 @@ P-Net maps are ``(C, X, Y)`` (first spatial axis = image x).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..net_input import images_to_blob
 from ..nets.deploy import OUTPUT_BLOBS
-from ..nets.weights import check_weights, stage_files
+from ..nets.weights import WeightsMismatchError, check_weights, load_stage_net, stage_files
 
 BACKENDS = ("caffe", "opencv")
 #: Crops per forward pass of R-Net / O-Net, per backend. Caffe: large batches (bound the memory of
@@ -36,20 +37,15 @@ class StageNet:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.stage, self.backend = stage, backend
         prototxt, caffemodel = stage_files(weights_dir, stage)
-        check_weights(prototxt, caffemodel)  # a mismatch would abort the process inside Caffe
         self.outputs = OUTPUT_BLOBS[stage]
         #: Crops per forward pass (:data:`BATCH_LIMITS` when the net is made; P-Net: one image).
         self.batch_limit = BATCH_LIMITS[backend].get(stage, 1)
-        if backend == "caffe":
-            from caffe_common.env import import_caffe
-
-            caffe = import_caffe()
-            self._net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
+        if backend == "caffe":  # checked in Python and in a probe process: Caffe aborts on bad files
+            self._net = load_stage_net(prototxt, caffemodel)
             missing = [b for b in self.outputs if b not in self._net.blobs]
         else:
-            import cv2
-
-            self._net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+            check_weights(prototxt, caffemodel)  # the same checks, so both backends refuse the same files
+            self._net = _read_opencv_net(prototxt, caffemodel)
             missing = [b for b in self.outputs if b not in self._net.getLayerNames()]
         if missing:
             raise ValueError(f"{prototxt}: stage {stage} needs output blobs {missing} (see mtcnn_caffe/nets/deploy.py)")
@@ -72,6 +68,18 @@ class StageNet:
         limit = self.batch_limit
         parts = [self.forward_blob(blob[i:i + limit]) for i in range(0, len(blob), limit)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
+
+
+def _read_opencv_net(prototxt: Path, caffemodel: Path) -> Any:
+    """``cv2.dnn.readNetFromCaffe``; its ``cv2.error`` (a layer OpenCV lacks, a file it reads otherwise
+    than Caffe) becomes :class:`WeightsMismatchError` naming the files and OpenCV's reason."""
+    import cv2
+
+    try:
+        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    except cv2.error as exc:
+        reason = " ".join(str(getattr(exc, "err", "") or exc).split())
+        raise WeightsMismatchError(f"{caffemodel} vs {prototxt}: OpenCV DNN cannot read this model: {reason}") from exc
 
 
 #: glibc ``mallopt`` parameters: allocations up to 32 MiB come from the heap (not a fresh mmap), and
