@@ -131,6 +131,22 @@ def learning_rate(param: Any, iteration: int) -> float:
     raise TrainingError(f"unknown lr_policy {policy!r}")
 
 
+SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+
+
+def check_solver_param(param: Any, path: Path) -> None:
+    """Refuse solver settings on which Caffe would abort mid-run (unknown policy or type, zero step)."""
+    if param.type and param.type not in SOLVER_TYPES:
+        raise TrainingError(f"{path}: unknown solver type {param.type!r} (one of {', '.join(SOLVER_TYPES)})")
+    if param.lr_policy == "step" and param.stepsize <= 0:
+        raise TrainingError(f"{path}: lr_policy \"step\" needs a positive stepsize")
+    if param.lr_policy == "multistep" and list(param.stepvalue) != sorted(param.stepvalue):
+        raise TrainingError(f"{path}: multistep stepvalue entries must increase")
+    if not (math.isfinite(param.base_lr) and param.base_lr > 0):
+        raise TrainingError(f"{path}: base_lr must be a positive number, got {param.base_lr}")
+    learning_rate(param, 0)  # raises for an unknown lr_policy
+
+
 def _resolve_net_path(solver_path: Path, name: str) -> Path:
     """A net path of a solver file: absolute, else relative to the working folder (Caffe's rule) or, when
     no file is there, to the solver's folder (what users expect of a self-contained folder)."""
@@ -430,17 +446,22 @@ def train(config: TrainConfig, validate: Validator | None = None,
     step (e.g. to check the data layer against the net). Returns where the final weights and log are.
     """
     from .env import import_caffe
-    from .model_files import read_net_prototxt
+    from .model_files import TRAIN_PHASE, CaffeModelError, probe_net, read_net_prototxt
 
     caffe = import_caffe()
     out_dir = prepare_out_dir(config.out_dir)
     param = read_solver(config.solver)
     net_path = train_net_path(Path(config.solver), param)
-    net_param = read_net_prototxt(net_path)
+    try:
+        net_param = read_net_prototxt(net_path)
+        probe_net(net_path, phase=TRAIN_PHASE, net=net_param)   # a Caffe CHECK fails in a child, not here
+    except CaffeModelError as exc:
+        raise TrainingError(f"the train net cannot be built: {exc}") from exc
     scratch = out_dir / ".snapshot_scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     run_param = effective_solver(config, param, scratch / "s")
+    check_solver_param(run_param, Path(config.solver))
     if run_param.max_iter <= 0:
         raise TrainingError(f"{config.solver}: max_iter must be positive (got {run_param.max_iter})")
     solver_file = write_text_atomic(out_dir / EFFECTIVE_SOLVER, str(run_param))

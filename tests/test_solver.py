@@ -170,3 +170,26 @@ def test_unwritable_output_folder_is_refused_before_work(tmp_path):
     blocker.write_text("")
     with pytest.raises(sv.TrainingError, match="cannot write to the output folder"):
         sv.train(sv.TrainConfig(solver=folder / "solver.prototxt", out_dir=blocker / "out", progress=False))
+
+
+@pytest.mark.parametrize("change, message", [
+    ('lr_policy: "step"\ngamma: 0.5\nstepsize: 10', None),
+    ('lr_policy: "wobble"', "unknown lr_policy"),
+    ('lr_policy: "step"\nstepsize: 0', "needs a positive stepsize"),
+    ('type: "Lion"', "unknown solver type"),
+])
+def test_solver_settings_caffe_would_abort_on_are_refused(caffe, tmp_path, change, message):
+    solver = SOLVER.replace('lr_policy: "step"\ngamma: 0.5\nstepsize: 10', change)
+    folder = make_run(tmp_path, solver=solver)
+    if message is None:
+        assert sv.train(config(folder, max_iter=2)).iterations == 2
+    else:
+        with pytest.raises(sv.TrainingError, match=message):
+            sv.train(config(folder, max_iter=2))
+
+
+def test_a_train_net_caffe_cannot_build_is_refused_naming_the_layer(caffe, tmp_path):
+    folder = make_run(tmp_path)
+    (folder / "net.prototxt").write_text((REGRESSION_NET % "").replace("num_output: 1", "num_output: 1 axis: 7"))
+    with pytest.raises(sv.TrainingError, match="cannot be built.*fc"):
+        sv.train(config(folder, max_iter=2))
