@@ -97,12 +97,16 @@ def float_array(tokens: list[str], count: int, what: str) -> np.ndarray:
 
 def read_text_lines(path: str | Path, what: str = "annotation file",
                     missing: type[Exception] = FileNotFoundError) -> list[str]:
-    """Lines of a UTF-8 text file (undecodable bytes replaced); a missing file raises ``missing``
-    with the message ``<what> not found: <path>``."""
+    """Lines of a UTF-8 text file (a leading BOM dropped, undecodable bytes replaced).
+
+    A missing path, or a folder where a file is expected, raises ``missing`` naming ``what`` and the path.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise missing(f"{what} is a folder, not a file: {path}")
     if not path.is_file():
         raise missing(f"{what} not found: {path}")
-    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
 
 
 def read_xml_root(path: str | Path, what: str = "annotation file", missing: type[Exception] = FileNotFoundError,
@@ -118,48 +122,102 @@ def read_xml_root(path: str | Path, what: str = "annotation file", missing: type
         raise error(f"{path}:{exc.position[0]}: XML does not parse: {exc}") from exc
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def starts_block(lines: list[str], i: int) -> bool:
+    """Whether ``lines[i]`` looks like an image-name line followed by a count line: a line whose first
+    token is not a number, then a line holding one integer (how :func:`read_counted_blocks` resynchronises)."""
+    if i + 1 >= len(lines):
+        return False
+    tokens, count = lines[i].split(), lines[i + 1].split()
+    return bool(tokens) and not _is_number(tokens[0]) and len(count) == 1 and count[0].lstrip("+-").isdecimal()
+
+
+def _next_block(lines: list[str], i: int, names_too: bool = False) -> int:
+    """Index of the first line at or after ``i`` that starts a block (``len(lines)`` if none);
+    ``names_too``: also stop at a line that is one non-numeric token (a name with a bad count line)."""
+    while i < len(lines) and not starts_block(lines, i):
+        tokens = lines[i].split()
+        if names_too and len(tokens) == 1 and not _is_number(tokens[0]):
+            break
+        i += 1
+    return i
+
+
+def _row_lines(lines: list[str], i: int, count: int) -> tuple[list[int], int]:
+    """Indices of the up to ``count`` non-blank row lines from ``i`` on, stopping early where a new
+    block starts, and the index after them."""
+    rows: list[int] = []
+    while len(rows) < count and i < len(lines) and not starts_block(lines, i):
+        if lines[i].strip():
+            rows.append(i)
+        i += 1
+    return rows, i
+
+
 def read_counted_blocks(path: str | Path, lines: list[str], problems: ProblemLog,
                         parse_row: Callable[[list[str]], T], *, dummy_row_when_empty: bool = False,
                         count_label: str = "count", rows_label: str = "lines") -> Iterator[tuple[str, list[T]]]:
     """Yield ``(name, rows)`` of the ``name line / count line / count rows`` blocks of ``lines``.
 
-    The layout of WIDER FACE ground truth and of FDDB folds and detections.
-    Blank name lines are skipped. ``parse_row(tokens)`` raises ``ValueError`` for a
-    bad row, which is reported as ``path:line: image 'name': reason`` and left out;
-    a bad count line skips that block. ``dummy_row_when_empty``: a count of 0 is
-    still followed by one (ignored) row, as in the WIDER FACE ground-truth files.
-    ``count_label``/``rows_label`` name the count line and the rows in messages.
+    The layout of WIDER FACE ground truth and of FDDB folds and detections. Blank lines are
+    skipped. ``parse_row(tokens)`` raises ``ValueError`` for a bad row, which is reported as
+    ``path:line: image 'name': reason`` and left out. ``dummy_row_when_empty``: a count of 0
+    is followed by one (ignored) row, as in the WIDER FACE ground-truth files.
+
+    A count that does not match the rows is ONE problem for its block, never a cascade: the
+    reader resynchronises on the next line that starts a block (a name line that is not a
+    number, followed by a one-integer count line). Too few rows: the rows present are read.
+    Too many: the block keeps its first ``count`` rows and the extra lines are skipped. An
+    unparsable count skips its block. Every such block is reported, so callers can tell the
+    result is incomplete. ``count_label``/``rows_label`` name the count line and the rows.
     """
     i = 0
     while i < len(lines):
         name = lines[i].strip()
-        i += 1
         if not name:
-            continue
-        if i >= len(lines):
-            problems.report_line(path, i, f"image {name!r} has no {count_label.replace(' ', '-')} line")
-            return
-        try:
-            count = int(lines[i].strip())
-            if count < 0:
-                raise ValueError
-        except ValueError:
-            problems.report_line(path, i + 1, f"{count_label} {lines[i].strip()!r} of image {name!r} "
-                                              "is not a non-negative integer")
             i += 1
             continue
-        i += 1
+        name_line = i + 1
+        if not starts_block(lines, i):
+            resume = _next_block(lines, i + 1)
+            count_text = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            reason = (f"{count_label} {count_text!r} of image {name!r} is not a non-negative integer"
+                      if i + 1 < len(lines) else f"image {name!r} has no {count_label} line")
+            skipped = f"; lines {name_line}-{resume} skipped" if resume > name_line else ""
+            problems.report_line(path, min(name_line + 1, len(lines)), reason + skipped)
+            i = resume
+            continue
+        count = int(lines[i + 1].strip())
+        if count < 0:
+            resume = _next_block(lines, i + 2)
+            problems.report_line(path, name_line + 1, f"{count_label} {count} of image {name!r} is negative; "
+                                                      f"lines {name_line}-{resume} skipped")
+            i = resume
+            continue
+        wanted = 1 if count == 0 and dummy_row_when_empty else count
+        row_indices, i = _row_lines(lines, i + 2, wanted)
+        if len(row_indices) < wanted and count > 0:
+            where = "the file ends" if i >= len(lines) else f"the next image starts at line {i + 1}"
+            problems.report_line(path, name_line + 1, f"image {name!r}: {count_label} says {count} {rows_label} "
+                                                      f"but {where} after {len(row_indices)}; read those")
+        extra_end = _next_block(lines, i, names_too=True)
+        extra = [k for k in range(i, extra_end) if lines[k].strip()]
+        if extra:
+            problems.report_line(path, name_line + 1, f"image {name!r}: {count_label} says {count} {rows_label} but "
+                                                      f"{len(extra)} more line(s) follow (lines {extra[0] + 1}-"
+                                                      f"{extra[-1] + 1}, skipped)")
+        i = extra_end
         rows = []
-        for _ in range(max(count, 1) if dummy_row_when_empty else count):
-            if i >= len(lines):
-                problems.report_line(path, i, f"image {name!r}: file ends before its {count} {rows_label}")
-                break
-            line_no, tokens = i + 1, lines[i].split()
-            i += 1
-            if count == 0:  # the dummy row
-                continue
+        for k in (row_indices if count > 0 else []):
             try:
-                rows.append(parse_row(tokens))
+                rows.append(parse_row(lines[k].split()))
             except ValueError as exc:
-                problems.report_line(path, line_no, f"image {name!r}: {exc}")
+                problems.report_line(path, k + 1, f"image {name!r}: {exc}")
         yield name, rows

@@ -50,8 +50,10 @@ def read_wider_gt(path: str | Path, strict: bool = False) -> Parsed[WiderImage]:
     """Read the official WIDER FACE text annotation (name line, count line, face lines).
 
     A count of 0 is followed by one dummy face line, which is consumed. Face lines
-    with fewer than 4 numbers, or a count that does not parse, are reported; a
-    face whose attribute columns are missing gets zeros (older releases).
+    with fewer than 4 numbers, a negative width or height, or non-numeric attributes
+    are reported and left out; a count that does not match its face lines is one
+    problem (see :func:`read_counted_blocks`); a face whose attribute columns are
+    missing gets zeros (older releases).
     """
     path = Path(path)
     lines = read_text_lines(path)
@@ -60,7 +62,11 @@ def read_wider_gt(path: str | Path, strict: bool = False) -> Parsed[WiderImage]:
 
     def face(tokens: list[str]) -> tuple[np.ndarray, list[int]]:
         box = float_array(tokens, 4, "x y w h")
-        return box, [int(float(t)) for t in tokens[4:10]] + [0] * (6 - len(tokens[4:10]))
+        if box[2] < 0 or box[3] < 0:
+            raise ValueError(f"negative size w={box[2]:g} h={box[3]:g}")
+        attrs = tokens[4:10]
+        flags = parse_numbers(attrs, len(attrs), " ".join(WIDER_ATTRIBUTES[:len(attrs)]))
+        return box, [int(v) for v in flags] + [0] * (6 - len(attrs))
 
     blocks = read_counted_blocks(path, lines, problems, face, dummy_row_when_empty=True,
                                  count_label="face count", rows_label="face lines")
@@ -160,6 +166,15 @@ class ImglabImage:
     points: np.ndarray
 
 
+def _optional_int(text: str | None) -> int | None:
+    """An XML size attribute: None when absent, else a non-negative integer (ValueError otherwise)."""
+    if not text:
+        return None
+    if not text.strip().isdecimal():
+        raise ValueError(f"size {text!r} is not a non-negative integer")
+    return int(text)
+
+
 def read_imglab_xml(path: str | Path, strict: bool = False) -> Parsed[ImglabImage]:
     """Read an imglab XML with 68-point faces (iBUG 300-W numbering, parts ``00``..``67``)."""
     path = Path(path)
@@ -183,12 +198,16 @@ def read_imglab_xml(path: str | Path, strict: bool = False) -> Parsed[ImglabImag
                 continue
             boxes.append([left, top, left + width, top + height])
             points.append(pts)
-        width, height = image.get("width"), image.get("height")
+        try:
+            width, height = (_optional_int(image.get(key)) for key in ("width", "height"))
+        except ValueError as exc:
+            problems.report_line(path, getattr(image, "sourceline", 0) or 0, f"image {image.get('file')!r}: {exc}")
+            width = height = None
         result.items.append(
             ImglabImage(
                 image.get("file", ""),
-                int(width) if width else None,
-                int(height) if height else None,
+                width,
+                height,
                 np.array(boxes, dtype=np.float64).reshape(-1, 4),
                 np.array(points, dtype=np.float64).reshape(-1, 68, 2),
             )

@@ -58,16 +58,54 @@ def test_counted_blocks_dummy_row_rule_and_problems(tmp_path):
     problems = ProblemLog()
     with_dummy = list(read_counted_blocks("f.txt", lines, problems, pair, dummy_row_when_empty=True))
     assert with_dummy == [("img1", []), ("img2", [(1.0, 2.0)]), ("img3", [])]
-    assert problems.problems == ["f.txt:10: image 'img3': could not convert string to float: 'x'",
-                                 "f.txt:10: image 'img3': file ends before its 2 lines"]
+    assert problems.problems == ["f.txt:9: image 'img3': count says 2 lines but the file ends after 1; read those",
+                                 "f.txt:10: image 'img3': could not convert string to float: 'x'"]
     problems = ProblemLog()
     without = list(read_counted_blocks("f.txt", lines, problems, pair))
-    # Without the dummy row, "9 9" is read as the next image name and "img2" as its (bad) count, and so on.
-    assert [name for name, _ in without] == ["img1", "img3"]
-    assert problems.problems[:2] == ["f.txt:4: count 'img2' of image '9 9' is not a non-negative integer",
-                                     "f.txt:6: count '1 2' of image '1' is not a non-negative integer"]
-    with pytest.raises(AnnotationError, match=r"^f\.txt:4: "):
+    # Without the dummy row, "9 9" is one extra line of img1: one problem, then the reader is back in step.
+    assert [name for name, _ in without] == ["img1", "img2", "img3"]
+    assert problems.problems[0] == "f.txt:2: image 'img1': count says 0 lines but 1 more line(s) follow (lines 3-3, skipped)"
+    assert len(problems.problems) == 3
+    with pytest.raises(AnnotationError, match=r"^f\.txt:2: "):
         list(read_counted_blocks("f.txt", lines, ProblemLog(strict=True), pair))
+
+
+def rows_of(text: str, **kwargs) -> tuple[list, list[str]]:
+    problems = ProblemLog()
+    blocks = list(read_counted_blocks("g.txt", text.split("\n"), problems, lambda t: [float(v) for v in t], **kwargs))
+    return blocks, problems.problems
+
+
+def test_count_too_large_is_one_problem_and_the_next_image_is_read():
+    """The issue's cascade: a count of 5 over 2 face lines used to swallow the next images' lines."""
+    blocks, problems = rows_of("a.jpg\n5\n1 1 2 2\n3 3 4 4\nb.jpg\n1\n5 5 6 6\nc.jpg\n1\n7 7 8 8")
+    assert blocks == [("a.jpg", [[1, 1, 2, 2], [3, 3, 4, 4]]), ("b.jpg", [[5, 5, 6, 6]]), ("c.jpg", [[7, 7, 8, 8]])]
+    assert problems == ["g.txt:2: image 'a.jpg': count says 5 lines but the next image starts at line 5 after 2; "
+                        "read those"]
+
+
+def test_count_too_small_skips_the_extra_lines_with_one_problem():
+    blocks, problems = rows_of("a.jpg\n1\n1 1 2 2\n3 3 4 4\n9 9 9 9\nb.jpg\n1\n5 5 6 6")
+    assert blocks == [("a.jpg", [[1, 1, 2, 2]]), ("b.jpg", [[5, 5, 6, 6]])]
+    assert problems == ["g.txt:2: image 'a.jpg': count says 1 lines but 2 more line(s) follow (lines 4-5, skipped)"]
+
+
+def test_unparsable_count_skips_to_the_next_image_with_one_problem():
+    blocks, problems = rows_of("a.jpg\nthree\n1 1 2 2\n3 3 4 4\nb.jpg\n1\n5 5 6 6\nc.jpg\n-2\n1 1 1 1")
+    assert blocks == [("b.jpg", [[5, 5, 6, 6]])]
+    assert problems == ["g.txt:2: count 'three' of image 'a.jpg' is not a non-negative integer; lines 1-4 skipped",
+                        "g.txt:9: count -2 of image 'c.jpg' is negative; lines 8-10 skipped"]
+
+
+def test_wider_reader_reports_negative_sizes_and_strips_a_bom(tmp_path):
+    path = tmp_path / "gt.txt"
+    path.write_bytes("\ufeffe/a.jpg\n2\n10 10 -5 20 0 0 0 0 0 0\n1 1 4 4 0 0 0 0 0 0\n".encode("utf-8"))
+    parsed = read_wider_gt(path)
+    assert [im.name for im in parsed] == ["e/a.jpg"]  # no BOM glued to the first name
+    np.testing.assert_array_equal(parsed.items[0].boxes, [[1, 1, 4, 4]])
+    assert parsed.errors == [f"{path}:3: image 'e/a.jpg': negative size w=-5 h=20"]
+    path.write_text("e/a.jpg\n1\n1 1 4 4 0 0 inf 0 0 0\n")
+    assert "non-finite" in read_wider_gt(path).errors[0]
 
 
 def test_wider_reader_empty_and_missing_file(tmp_path):

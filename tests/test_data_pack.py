@@ -139,8 +139,9 @@ def test_interrupted_pack_resumes_and_never_looks_complete(sample_dirs, tmp_path
 def test_pack_refuses_wrong_stage_and_incomplete_dirs(sample_dirs, tmp_path):
     with pytest.raises(ValueError, match="12x12 samples, not 24x24"):
         pack.pack_stage(24, sample_dirs, tmp_path / "x", progress=False)
+    (tmp_path / "plain").mkdir()
     with pytest.raises(FileNotFoundError, match="not a sample directory"):
-        pack.pack_stage(12, [tmp_path], tmp_path / "x", progress=False)
+        pack.pack_stage(12, [tmp_path / "plain"], tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="nothing to write"):
         pack.pack_stage(12, sample_dirs, tmp_path / "x", lmdb=False, imdb=False, progress=False)
     assert not (tmp_path / "x" / "stats.json").exists()

@@ -14,7 +14,7 @@ from mtcnn_caffe.annotations import FIVE_POINT_MIRROR, read_landmark_list, read_
 from caffe_common.boxes import iou_matrix, iou_one_to_many
 from mtcnn_caffe.data.crops import DISCARD, box_targets, crop_resized, detector_crop_boxes, label_crops
 from mtcnn_caffe.data.landmarks import LandmarkParams, landmarks_to_image
-from mtcnn_caffe.data.pipeline import STATS_KEYS, OutputMismatchError, open_sample_dir
+from mtcnn_caffe.data.pipeline import STATS_KEYS, EmptyInputError, OutputMismatchError, open_sample_dir
 from mtcnn_caffe.data.records import LANDMARK, NEGATIVE, PART, POSITIVE, record_dtype, sample_dtype
 from mtcnn_caffe.data.tasks import LandmarkTask, WiderCropTask, generate
 from mtcnn_caffe.data.wider import CropParams, select_faces
@@ -201,12 +201,15 @@ def test_gen_48net_random_on_shared_wider(shared_dir, tmp_path):
     _check_random_samples(all_samples(tmp_path / "w48"), anno, images, 48, 20)
 
 
-def test_empty_annotation_gives_empty_complete_output(tmp_path):
+def test_empty_annotation_is_refused_before_any_output(tmp_path):
     anno = tmp_path / "empty.txt"
     anno.write_text("")
-    stats = generate(WiderCropTask(anno, tmp_path, 12, CropParams()), tmp_path / "out", jobs=1, progress=False)
-    assert {k: stats[k] for k in STATS_KEYS} == dict.fromkeys(STATS_KEYS, 0)
-    assert open_sample_dir(tmp_path / "out").shards == []
+    with pytest.raises(EmptyInputError, match=r"empty\.txt: no image annotations \(empty file\?\)"):
+        WiderCropTask(anno, tmp_path, 12, CropParams())
+    anno.write_text("ev/a.png\ntwo\n")
+    with pytest.raises(EmptyInputError, match=r"no image annotations \(1 unparsable lines, first: .*empty\.txt:2"):
+        WiderCropTask(anno, tmp_path, 12, CropParams())
+    assert not (tmp_path / "out").exists()
 
 
 def test_same_samples_for_any_jobs_and_resume_after_interruption(tmp_path):

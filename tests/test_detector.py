@@ -181,6 +181,21 @@ def test_pnet_tiles_reproduce_the_whole_image_maps(det, group, small_face, defau
         MtcnnDetector(weights_dir=default_weights, pnet_tile=8)
 
 
+@pytest.mark.parametrize("tile", [25, 37])
+def test_odd_pnet_tiles_give_the_untiled_detections_bit_for_bit(det, small_face, default_weights, tile):
+    """An odd ``pnet_tile`` is used as the even size below it: tiles start on P-Net's stride-2 grid."""
+    from mtcnn_caffe.detect.cascade import _tile_starts
+
+    ranges = _tile_starts(100, tile)
+    assert all(start % 2 == 0 for start, _ in ranges) and all((end - start) % 2 == 0 for start, end in ranges[:-1])
+    assert ranges[0][0] == 0 and ranges[-1][1] == 100
+    boxes, points = det.detect_arrays(small_face)
+    tiled_boxes, tiled_points = MtcnnDetector(weights_dir=default_weights, pnet_tile=tile).detect_arrays(small_face)
+    assert len(boxes) == 1
+    np.testing.assert_array_equal(tiled_boxes, boxes)
+    np.testing.assert_array_equal(tiled_points, points)
+
+
 def test_presets_and_parameters(default_weights):
     wider = MtcnnDetector(weights_dir=default_weights, preset="wider")
     assert (wider.min_size, wider.factor, wider.thresholds) == (10, 0.79, (0.5, 0.5, 0.3))

@@ -138,6 +138,10 @@ def test_shared_voc_mini_perfect_and_empty(shared_dir, tmp_path, capsys):
     assert main(["eval", "--pred", str(pred), "--voc", str(root), "--set", "test", "--out", str(tmp_path / "o")]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("mAP VOC07-11point 1.0000 all-point 1.0000")
-    (tmp_path / "empty").mkdir()
-    assert main(["eval", "--pred", str(tmp_path / "empty"), "--voc", str(root), "--out", str(tmp_path / "o")]) == 0
+    (tmp_path / "empty").mkdir()  # no detection file at all: a wrong folder, not a detector that found nothing
+    assert main(["eval", "--pred", str(tmp_path / "empty"), "--voc", str(root), "--out", str(tmp_path / "o2")]) == 2
+    assert "no *det_test_<class>.txt detection file" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    for cls in lines:  # empty files: the detector found nothing, mAP 0
+        write_dets(tmp_path / "none", cls, [])
+    assert main(["eval", "--pred", str(tmp_path / "none"), "--voc", str(root), "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.strip().startswith("mAP VOC07-11point 0.0000 all-point 0.0000")

@@ -24,8 +24,14 @@ class Report:
 
 def finish_report(out_dir: Path, name: str, inputs: dict, result_dict: dict, problems: ProblemLog, line: str,
             plot_files: list[Path]) -> Report:
-    """Write ``<out_dir>/<name>.json`` and return the :class:`Report` of a finished evaluation."""
-    summary = {"benchmark": name, "summary": line, "inputs": inputs, **result_dict, **problems.as_dict()}
+    """Write ``<out_dir>/<name>.json`` and return the :class:`Report` of a finished evaluation.
+
+    ``"complete"`` in the JSON is false (and its summary starts with ``INCOMPLETE``) when any input
+    item was skipped: such figures must not pass for the benchmark's.
+    """
+    complete = not problems.problems
+    summary = {"benchmark": name, "summary": line if complete else f"INCOMPLETE {line}", "complete": complete,
+               "inputs": inputs, **result_dict, **problems.as_dict()}
     json_path = write_json_atomic(out_dir / f"{name}.json", summary)
     return Report(line, summary, [json_path, *plot_files], problems)
 

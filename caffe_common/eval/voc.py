@@ -18,6 +18,7 @@ one non-difficult object in the evaluated set (the others are listed with AP
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ def read_voc_xml(path: str | Path) -> VocObjects:
             if bndbox is None:
                 raise ValueError("no <bndbox>")
             box = [float(bndbox.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax")]
+            if not all(math.isfinite(v) for v in box):
+                raise ValueError(f"non-finite coordinate: {box}")
             if box[2] < box[0] or box[3] < box[1]:
                 raise ValueError(f"xmax < xmin or ymax < ymin: {box}")
             diff = int(float(obj.findtext("difficult") or 0))
@@ -74,7 +77,10 @@ def read_voc_xml(path: str | Path) -> VocObjects:
 def read_image_set(voc_root: str | Path, image_set: str) -> list[str]:
     """Image ids of ``ImageSets/Main/<image_set>.txt``."""
     path = Path(voc_root) / "ImageSets" / "Main" / f"{image_set}.txt"
-    return [line.split()[0] for line in read_text_lines(path, "VOC image set") if line.strip()]
+    ids = [line.split()[0] for line in read_text_lines(path, "VOC image set") if line.strip()]
+    if not ids:
+        raise EvaluationError(f"{path}: the image set is empty; nothing to evaluate")
+    return ids
 
 
 def read_class_names(path: str | Path | None, voc_root: str | Path | None = None) -> list[str]:
@@ -152,7 +158,8 @@ def find_detection_files(pred_dir: str | Path, image_set: str, classes: Iterable
         else:
             found[cls] = path
     if not any(found.values()):
-        problems.note(f"{pred_dir}: no *{marker}<class>.txt detection file found")
+        raise EvaluationError(f"{pred_dir}: no *{marker}<class>.txt detection file for any of the {len(classes)} "
+                              "classes; nothing to evaluate")
     return found
 
 

@@ -2,7 +2,30 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Callable
+
+from ..detect import steps
+from ..detect.defaults import MAX_PYRAMID_PIXELS
+
+
+def _number(problem: Callable[[float], str | None]) -> Callable[[str], float]:
+    """An argparse type: a float that ``problem`` accepts (argparse names the option in its error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        reason = problem(value)
+        if reason:
+            raise argparse.ArgumentTypeError(reason)
+        return value
+    return parse
+
+
+def _positive_problem(value: float) -> str | None:
+    return None if math.isfinite(value) and value > 0 else f"must be a positive number, not {value:g}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -11,17 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detect faces + 5 landmarks in images (MTCNN cascade)",
         description="Detect faces and 5 landmarks (left eye, right eye, nose, left/right mouth corner) with the "
         "MTCNN cascade. Coordinates are 0-based pixels. Without --json/--wider-out/--draw, JSON lines go to "
-        "stdout. Exit status 2 when any input could not be read (the others are still processed).",
+        "stdout. An image that fails for any reason is reported by name and skipped; the exit status is then 2. "
+        "Unusable output paths and settings are refused before any work (exit status 2).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image file, directory (searched recursively) or @list.txt (one path per line)")
+                   help="image file, directory (searched recursively) or @list.txt (one path per line, "
+                   "relative to the list; an image given twice runs once)")
     p.add_argument("--preset", choices=("official", "wider"), default="official",
                    help="official: min size 20, factor 0.709, thresholds 0.6 0.7 0.7 (default); "
                    "wider: the paper's WIDER FACE setting 10, 0.79, 0.5 0.5 0.3")
-    p.add_argument("--min-size", type=float, metavar="N", help="smallest face to find, in pixels (preset: 20)")
-    p.add_argument("--factor", type=float, metavar="F", help="image pyramid scale step (preset: 0.709)")
-    p.add_argument("--thresholds", type=float, nargs=3, metavar=("T1", "T2", "T3"),
-                   help="P-/R-/O-Net score thresholds (preset: 0.6 0.7 0.7)")
+    p.add_argument("--min-size", type=_number(steps.min_size_problem), metavar="N",
+                   help=f"smallest face to find, in pixels, at least {steps.MIN_SIZE_FLOOR} (preset: 20)")
+    p.add_argument("--factor", type=_number(steps.factor_problem), metavar="F",
+                   help=f"image pyramid scale step, in (0, {steps.MAX_FACTOR}] (preset: 0.709)")
+    p.add_argument("--thresholds", type=_number(steps.threshold_problem), nargs=3, metavar=("T1", "T2", "T3"),
+                   help="P-/R-/O-Net score thresholds in [0, 1] (preset: 0.6 0.7 0.7)")
+    p.add_argument("--max-pyramid-mpx", type=_number(_positive_problem), default=MAX_PYRAMID_PIXELS / 1e6,
+                   metavar="MPX", help="skip (and report) an image whose P-Net pyramid would hold more megapixels "
+                   "than this (default: %(default)g, about 3 GB; a 50 Mpx photo at --preset wider needs 193)")
     p.add_argument("--fast-resize", action="store_true",
                    help="resize each pyramid level from the previous one (the official fastresize option: "
                    "faster on large images, slightly different results)")
@@ -30,30 +60,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with det1/det2/det3 .prototxt + .caffemodel (default: the converted official "
                    "weights, or env MTCNN_CAFFE_WEIGHTS when set; this option wins over both)")
-    p.add_argument("--json", metavar="OUT.jsonl", help="write one JSON line per image ('-' for stdout)")
+    p.add_argument("--json", metavar="OUT.jsonl",
+                   help="write one JSON line per image as it is done ('-' for stdout); an existing file is "
+                   "refused unless --resume or --overwrite")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the images already in the --json file, append the others")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--wider-out", metavar="DIR", help="write WIDER FACE submission files DIR/<event>/<name>.txt")
-    p.add_argument("--draw", metavar="DIR", help="save images with boxes, scores and points drawn")
+    p.add_argument("--draw", metavar="DIR",
+                   help="save images with boxes, scores and points drawn, as DIR/<path below the input folder> "
+                   "(name clashes get -2, -3, ...; files of an earlier run are replaced)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detect.io import run_detection
-    from ..detect.cascade import MtcnnDetector
+    from caffe_common.batch import OutputError
+
+    from ..detect.io import check_outputs, load_detector, run_detection
     from ..nets.weights import WeightsMismatchError, WeightsNotFoundError
 
-    try:
-        detector = MtcnnDetector(args.weights_dir, args.min_size, args.factor, args.thresholds, args.backend,
-                                 preset=args.preset, fast_resize=args.fast_resize)
-        for stage in ("det1", "det2", "det3"):
-            detector.net(stage)  # fail early, before any output, on missing or mismatched weights
-    except (WeightsNotFoundError, WeightsMismatchError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     json_out = args.json
     if json_out is None and not args.wider_out and not args.draw:
         json_out = "-"
-    summary = run_detection(detector, args.inputs, json_out=json_out, wider_out=args.wider_out,
-                            draw_out=args.draw, progress=not args.no_progress)
-    print(f"{summary.images} images, {summary.faces} faces, {len(summary.failures)} inputs failed", file=sys.stderr)
+    try:
+        if args.resume and json_out in (None, "-"):
+            raise OutputError("--resume needs --json FILE (the record of the images already done)")
+        check_outputs(json_out, args.wider_out, args.draw, resume=args.resume, overwrite=args.overwrite)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        detector = load_detector(args.weights_dir, min_size=args.min_size, factor=args.factor,
+                                 thresholds=args.thresholds, backend=args.backend, preset=args.preset,
+                                 fast_resize=args.fast_resize, max_pyramid_pixels=args.max_pyramid_mpx * 1e6)
+    except (WeightsNotFoundError, WeightsMismatchError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        summary = run_detection(detector, args.inputs, json_out=json_out, wider_out=args.wider_out,
+                                draw_out=args.draw, resume=args.resume, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+    except (OutputError, OSError) as exc:  # outputs changed since the check, a full disk, a closed pipe
+        print(f"error: {exc}{_kept(json_out)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted{_kept(json_out)}", file=sys.stderr)
+        return 130
+    resumed = f", {summary.resumed} already done" if args.resume else ""
+    print(f"{summary.images} images, {summary.found} faces, {len(summary.failures)} inputs failed{resumed}",
+          file=sys.stderr)
     return summary.exit_status
+
+
+def _kept(json_out: str | None) -> str:
+    """What an interrupted run leaves, for its message."""
+    if json_out in (None, "-"):
+        return ""
+    return f" (the images finished so far are in {json_out}; rerun with --resume to continue)"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caffe_common.eval.cli import add_common_options, print_usage, report_and_exit
+from caffe_common.eval.cli import (OptionError, add_common_options, check_input_path, check_output_dir, fraction,
+                                   print_usage, report_and_exit)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate detections: WIDER FACE AP, FDDB ROC, landmark NME",
         description="Evaluate detector output with the official protocols. Each benchmark prints a one-line "
-                    "summary and writes <out>/<benchmark>.json and a PNG plot.")
+                    "summary and writes <out>/<benchmark>.json and a PNG plot. Bad input lines are skipped and "
+                    "listed; the summary then starts with INCOMPLETE and the exit status is 2 (as for refused "
+                    "input).")
     parser.set_defaults(func=lambda args: print_usage(parser))
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
 
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     marks.add_argument("--images", required=True, type=Path, help="root folder the ground-truth image paths are relative to")
     marks.add_argument("--normalise", choices=("inter-ocular", "box"), default="inter-ocular",
                        help="divide errors by the inter-ocular distance (default) or sqrt(box w*h)")
-    marks.add_argument("--min-iou", type=float, default=0.3,
+    marks.add_argument("--min-iou", type=fraction, default=0.3,
                        help="a face whose best detection has a lower IoU counts as missed (default 0.3)")
     add_common_options(marks)
     marks.set_defaults(func=run_landmarks)
@@ -65,19 +68,43 @@ def run_wider(args: argparse.Namespace) -> int:
     """``eval wider``."""
     from ..evaluation.reports import wider_report
 
-    return report_and_exit(lambda: wider_report(args.pred, args.gt, args.out, args.subset, args.strict))
+    def checks() -> None:
+        check_input_path("--pred", args.pred, "dir")
+        check_input_path("--gt", args.gt, "any")
+        check_input_path("--subset", args.subset, "file")
+        check_output_dir("--out", args.out, ("wider.json", "wider_pr.png"))
+
+    return report_and_exit(lambda: wider_report(args.pred, args.gt, args.out, args.subset, args.strict), checks)
 
 
 def run_fddb(args: argparse.Namespace) -> int:
     """``eval fddb``."""
+    from ..evaluation.fddb import FOLD_PATTERN
     from ..evaluation.reports import fddb_report
 
-    return report_and_exit(lambda: fddb_report(args.pred, args.folds, args.out, args.fold, args.images, args.strict))
+    def checks() -> None:
+        for path in args.pred:
+            check_input_path("--pred", path, "file")
+        check_input_path("--folds", args.folds, "dir")
+        for number in args.fold or ():
+            if not (args.folds / FOLD_PATTERN.format(number)).is_file():
+                raise OptionError(f"--fold {number}: {args.folds / FOLD_PATTERN.format(number)} not found")
+        check_input_path("--images", args.images, "dir")
+        check_output_dir("--out", args.out, ("fddb.json", "fddb_roc.png"))
+
+    return report_and_exit(lambda: fddb_report(args.pred, args.folds, args.out, args.fold, args.images, args.strict),
+                           checks)
 
 
 def run_landmarks(args: argparse.Namespace) -> int:
     """``eval landmarks``."""
     from ..evaluation.reports import landmarks_report
 
+    def checks() -> None:
+        check_input_path("--pred", args.pred, "file")
+        check_input_path("--gt", args.gt, "file")
+        check_input_path("--images", args.images, "dir")
+        check_output_dir("--out", args.out, ("landmarks.json", "landmarks_ced.png"))
+
     return report_and_exit(lambda: landmarks_report(args.pred, args.gt, args.images, args.out, args.normalise,
-                                                    args.min_iou, args.strict))
+                                                    args.min_iou, args.strict), checks)

@@ -22,7 +22,7 @@ import numpy as np
 
 from caffe_common.atomic import atomic_path, write_json_atomic
 from .lmdb_io import LMDB_NAME, META_KEY, record_key
-from .pipeline import STATS, SampleDir, open_sample_dir
+from .pipeline import MANIFEST, STATS, EmptyInputError, SampleDir, check_limit, open_sample_dir
 from .records import LABELS, RECORD_FORMAT, check_size, record_dtype, samples_to_records
 
 #: Default minibatch mix neg:pos:part:landmark (reference_constants.md).
@@ -41,9 +41,12 @@ def parse_ratio(text: str | None) -> dict[str, float] | None:
     parts = text.split(":")
     if len(parts) != 4:
         raise ValueError(f"--ratio must be NEG:POS:PART:LANDMARK (e.g. 3:1:1:2) or 'all', not {text!r}")
-    values = [float(p) for p in parts]
-    if any(v < 0 for v in values) or sum(values) <= 0:
-        raise ValueError(f"--ratio needs non-negative numbers, not all zero: {text!r}")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = [float("nan")]
+    if not all(np.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        raise ValueError(f"--ratio needs four finite non-negative numbers, not all zero: {text!r}")
     return dict(zip(TYPE_ORDER, values))
 
 
@@ -199,6 +202,16 @@ def write_lmdb(plan: Plan, out_dir: Path, block: int = 4096, progress: bool = Tr
     return final, written
 
 
+def check_imdb_fits(plan: Plan) -> None:
+    """imdb pickles hold every crop in memory: refuse a plan beyond :data:`IMDB_MAX_BYTES`."""
+    size = plan.sources[0][0].size
+    nbytes = len(plan.rows) * size * size * 3
+    if nbytes > IMDB_MAX_BYTES:
+        raise ValueError(f"imdb pickles are for small sets: {len(plan.rows)} samples would hold "
+                         f"{nbytes / 2**20:.0f} MiB of crops in memory (limit {IMDB_MAX_BYTES >> 20} MiB); "
+                         "use the LMDB, or --limit")
+
+
 def write_imdb(plan: Plan, out_dir: Path, block: int = 4096) -> list[Path]:
     """The seed's pickles: ``cls.imdb`` (neg + pos), ``roi.imdb`` (pos + part), ``pts.imdb`` (landmark).
 
@@ -206,12 +219,7 @@ def write_imdb(plan: Plan, out_dir: Path, block: int = 4096) -> list[Path]:
     toolkit's stored-crop convention, *not* the seed's pre-normalised arrays), ``label`` an
     int and ``target`` float32 (4 box targets; 10 landmark targets in ``pts.imdb``).
     """
-    size = plan.sources[0][0].size
-    nbytes = len(plan.rows) * size * size * 3
-    if nbytes > IMDB_MAX_BYTES:
-        raise ValueError(f"imdb pickles are for small sets: {len(plan.rows)} samples would hold "
-                         f"{nbytes / 2**20:.0f} MiB of crops in memory (limit {IMDB_MAX_BYTES >> 20} MiB); "
-                         "use the LMDB, or --limit")
+    check_imdb_fits(plan)
     lists: dict[str, list] = {"cls": [], "roi": [], "pts": []}
     for start in range(0, len(plan.rows), block):
         for s in read_planned(plan, start, min(start + block, len(plan.rows))):
@@ -231,6 +239,25 @@ def write_imdb(plan: Plan, out_dir: Path, block: int = 4096) -> list[Path]:
     return paths
 
 
+def check_pack_paths(data_dirs: Sequence[str | Path], out: str | Path) -> None:
+    """Refuse a ``--data`` directory given twice (its samples would count twice) and an ``--out`` that is,
+    or lies inside, a ``--data`` directory or holds a generator's samples (packing would damage them)."""
+    if not data_dirs:
+        raise ValueError("no --data directory given")
+    seen: dict[Path, str] = {}
+    for d in data_dirs:
+        resolved = Path(d).resolve()
+        if resolved in seen:
+            raise ValueError(f"--data: {d} is given twice (as {seen[resolved]!r} and {str(d)!r})")
+        seen[resolved] = str(d)
+    out_dir = Path(out).resolve()
+    for resolved, given in seen.items():
+        if out_dir == resolved or resolved in out_dir.parents:
+            raise ValueError(f"--out {out} is inside the --data directory {given}: choose another --out")
+    if (out_dir / MANIFEST).is_file():
+        raise ValueError(f"--out {out} holds a generator's samples ({MANIFEST}): choose another --out")
+
+
 def open_stage_dirs(stage: int, data_dirs: Sequence[str | Path]) -> list[SampleDir]:
     """Open finished generator outputs and check they all hold ``stage x stage`` samples."""
     dirs = [open_sample_dir(d) for d in data_dirs]
@@ -247,20 +274,24 @@ def pack_stage(stage: int, data_dirs: Sequence[str | Path], out: str | Path, rat
 
     A re-run continues an interrupted LMDB of the same selection; ``overwrite`` discards it first.
     """
-    stage = check_size(stage)
+    stage, ratios = check_size(stage), parse_ratio(ratio)  # every check before anything in `out` changes
+    check_limit(limit)
+    if not (lmdb or imdb):
+        raise ValueError("nothing to write: --no-lmdb needs --imdb")
+    check_pack_paths(data_dirs, out)
     dirs = open_stage_dirs(stage, data_dirs)
+    started = time.time()
+    plan = make_plan(dirs, ratios, seed, limit)
+    if len(plan.rows) == 0:
+        raise EmptyInputError(f"no samples selected from {', '.join(str(d.path) for d in dirs)}")
+    if imdb:
+        check_imdb_fits(plan)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATS).unlink(missing_ok=True)
     if overwrite:
         for name in (LMDB_NAME, LMDB_NAME + ".partial"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
-    if not (lmdb or imdb):
-        raise ValueError("nothing to write: --no-lmdb needs --imdb")
-    started = time.time()
-    plan = make_plan(dirs, parse_ratio(ratio), seed, limit)
-    if len(plan.rows) == 0:
-        raise ValueError(f"no samples selected from {', '.join(str(d.path) for d in dirs)}")
     sources = [str(d.path) for d in dirs]
     written = 0
     if lmdb:

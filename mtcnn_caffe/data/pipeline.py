@@ -16,11 +16,15 @@ Output directory of a generator (``--out DIR``)::
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import signal
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -65,6 +69,13 @@ class Task(Protocol):
         """The samples of item ``index``, drawing randomness only from ``rng``."""
 
 
+def check_limit(limit: int | None) -> int | None:
+    """``--limit``: ``None`` (everything) or a count of at least 1 (0 and negatives are errors, not 'all')."""
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
+        raise ValueError(f"--limit must be a whole number of at least 1, not {limit!r}")
+    return limit
+
+
 def image_rng(seed: int, index: int) -> np.random.Generator:
     """The random stream of item ``index``: depends on (seed, index) only, never on the worker."""
     return np.random.default_rng([int(seed), int(index)])
@@ -86,6 +97,9 @@ class OutputMismatchError(RuntimeError):
 def prepare_output(out_dir: Path, manifest: dict[str, Any], overwrite: bool = False) -> None:
     """Create ``out_dir`` with its manifest, or check that a previous run used the same arguments."""
     path = out_dir / MANIFEST
+    if not path.is_file() and (out_dir / STATS).is_file():
+        raise OutputMismatchError(f"{out_dir} holds a {STATS} but no {MANIFEST}: not a generator's output "
+                                  "(a packed stage?); choose another --out")
     if path.is_file() and not overwrite:
         old = read_json(path)
         if old != to_jsonable(manifest):
@@ -112,59 +126,131 @@ def _chunk_paths(out_dir: Path, chunk: int) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------- workers
-_WORKER_TASK: Task | None = None
-_WORKER_SEED = 0
-_WORKER_ERROR: BaseException | None = None
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without a result (killed for memory, aborted by a failed Caffe CHECK...)."""
 
 
-def _init_worker(task: Task, seed: int, single_thread: bool = False) -> None:
-    global _WORKER_TASK, _WORKER_SEED, _WORKER_ERROR
-    if single_thread:  # one of several worker processes: no thread pools of its own
-        import cv2
+#: State of a worker process (set by :func:`_init_worker`; only ever used inside worker processes).
+_WORKER: dict[str, Any] = {}
 
-        cv2.setNumThreads(1)
+
+def _init_worker(task: Task, seed: int) -> None:
+    """Worker set-up: one thread for OpenCV, SIGINT left to the parent, ``task.setup()``.
+
+    A set-up error is kept and raised with the worker's first item, so the caller gets the
+    original exception instead of a pool that respawns or breaks.
+    """
+    import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the workers
+    cv2.setNumThreads(1)  # one of several worker processes: no thread pools of its own
+    _WORKER.update(task=task, seed=seed, error=None)
     try:
         task.setup()
-    except Exception as exc:  # noqa: BLE001 - a failing Pool initializer would be respawned forever;
-        _WORKER_ERROR = exc   # keep the error and raise it with the first item instead
-    _WORKER_TASK, _WORKER_SEED = task, seed
+    except Exception as exc:  # noqa: BLE001 - re-raised by _run_item in the caller's process
+        _WORKER["error"] = exc
 
 
 def _run_item(index: int) -> tuple[int, ItemResult]:
-    if _WORKER_ERROR is not None:
-        raise _WORKER_ERROR
-    assert _WORKER_TASK is not None
-    return index, _WORKER_TASK.run(index, image_rng(_WORKER_SEED, index))
+    if _WORKER["error"] is not None:
+        raise _WORKER["error"]
+    return index, _WORKER["task"].run(index, image_rng(_WORKER["seed"], index))
 
 
 _SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _spawn_environment() -> Iterator[None]:
+    """While workers start: single-threaded BLAS in their environment and SIGINT ignored, which they
+    inherit (Python leaves an ignored SIGINT ignored), so a Ctrl-C reaches only the parent."""
+    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
+    os.environ.update({k: "1" for k in _SINGLE_THREAD_ENV})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _worker_processes(executor: Any) -> list[Any]:
+    # ProcessPoolExecutor has no public way to reach its processes (to stop running calls, read exit codes).
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _death_cause(executor: Any) -> str:
+    """``killed by SIGKILL`` / ``exit status 1``... of the worker(s) that died, as far as known."""
+    causes = []
+    for process in _worker_processes(executor):
+        code = process.exitcode
+        if code is None or code == 0 or code == -signal.SIGTERM:  # alive, clean, or stopped by the pool
+            continue
+        causes.append(f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
+    return ", ".join(sorted(set(causes))) or "ended abruptly"
+
+
+def _worker_died(executor: Any, in_flight: Sequence[int]) -> WorkerDiedError:
+    """The error for a dead worker: how it ended, which items were in progress, what to do."""
+    return WorkerDiedError(
+        f"a worker process died ({_death_cause(executor)}) while items {min(in_flight)}-{max(in_flight)} were in "
+        "progress; the usual causes are running out of memory (SIGKILL) and a crash in native code (SIGABRT, "
+        "e.g. a failed Caffe CHECK; SIGSEGV). The finished chunks are kept: re-run the same command to resume "
+        "(with a smaller -j if memory is short).")
+
+
+def _stop(executor: Any) -> None:
+    """Cancel what has not started and end the workers now (interrupt or error in the parent)."""
+    processes = _worker_processes(executor)
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def parallel_items(task: Task, indices: Sequence[int], jobs: int, seed: int) -> Iterator[tuple[int, ItemResult]]:
     """``(index, result)`` in the order of ``indices``; ``jobs > 1`` uses spawned processes.
 
     Workers are spawned (not forked: Caffe/OpenBLAS threads do not survive a fork) with
-    single-threaded BLAS so ``-j`` processes share the cores without oversubscription.
+    single-threaded BLAS so ``-j`` processes share the cores without oversubscription. At most
+    ``2 * jobs`` items are in flight. A worker that dies is a :class:`WorkerDiedError`, never a hang.
     """
     if jobs <= 1 or len(indices) <= 1:
-        _init_worker(task, seed)
+        task.setup()  # in this process: an error is raised here and leaves nothing behind
         for index in indices:
-            yield _run_item(index)
+            yield index, task.run(index, image_rng(seed, index))
         return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     import multiprocessing
 
-    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
-    os.environ.update({k: "1" for k in _SINGLE_THREAD_ENV})
+    jobs = min(jobs, len(indices))
+    executor = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), _init_worker, (task, seed))
+    pending: deque = deque()
+    todo = iter(indices)
     try:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(task, seed, True)) as pool:
-            yield from pool.imap(_run_item, indices, chunksize=1)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        with _spawn_environment():  # the first `jobs` submissions start the workers
+            pending.extend((i, executor.submit(_run_item, i)) for i in itertools.islice(todo, 2 * jobs))
+        while pending:
+            index, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise _worker_died(executor, [index] + [i for i, _ in pending]) from None
+            pending.extend((i, executor.submit(_run_item, i)) for i in itertools.islice(todo, 1))
+            yield result
+    except BaseException:
+        _stop(executor)
+        raise
+    executor.shutdown(wait=True)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -238,6 +324,8 @@ def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | No
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    if len(task) == 0:
+        raise EmptyInputError(f"nothing to generate: the {task.kind} input has no items")
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
     manifest = {"format": SAMPLE_FORMAT, "generator": task.kind, "size": task.size, "seed": int(seed),
                 "items": len(task), "chunk_images": int(chunk_images), "config": task.config()}
@@ -261,8 +349,25 @@ def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | No
                   "seconds_this_run": round(seconds, 3), "samples_this_run": made, "images_this_run": len(indices),
                   "samples_per_second": round(made / seconds, 1) if seconds > 0 and made else 0.0})
     stats.update(extra_stats or {})
+    if stats["samples"] == 0:
+        raise EmptyInputError(_no_samples_message(out_dir, stats))
     write_json_atomic(out_dir / STATS, stats)
     return stats
+
+
+class EmptyInputError(ValueError):
+    """The inputs give nothing to train on (no items, or no sample from any of them)."""
+
+
+def _no_samples_message(out_dir: Path, stats: dict[str, Any]) -> str:
+    """Why a finished run made no sample; its output is left without stats.json (never looks complete)."""
+    why = [f"{stats['failed_images']} could not be read"] if stats["failed_images"] else []
+    if stats["skipped_faces"]:
+        reasons = ", ".join(f"{n} {k}" for k, n in stats["skipped_faces_by_reason"].items())
+        why.append(f"{stats['skipped_faces']} faces skipped ({reasons})")
+    first = f"; first failure: {stats['failed_image_list'][0]}" if stats["failed_image_list"] else ""
+    return (f"no samples made from {stats['images']} items ({'; '.join(why) or 'no usable face or crop'}){first}. "
+            f"{out_dir} has no stats.json: fix the inputs or options and re-run with --overwrite")
 
 
 def collect_stats(out_dir: Path, n_chunks: int) -> dict[str, Any]:

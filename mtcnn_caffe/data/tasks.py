@@ -3,7 +3,7 @@ and the functions the ``prepare_data`` scripts call."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -11,9 +11,26 @@ from ..annotations import read_celeba, read_landmark_list, read_wider_gt
 from .images import load_image
 from .landmarks import LandmarkParams, landmark_samples
 from .mining import STAGES_FOR_SIZE, MiningParams, hard_example_samples, make_detector
-from .pipeline import ItemResult, params_dict, run_generator
+from .pipeline import EmptyInputError, ItemResult, check_limit, params_dict, run_generator
 from .records import check_size, empty_samples
 from .wider import CropParams, FaceSelection, random_crop_samples, select_faces
+
+
+def check_inputs(items: Sequence[Any], empty_message: str, errors: Sequence[str], images: str | Path,
+                 names: Sequence[str]) -> None:
+    """Refuse inputs that cannot give a sample: no items, no ``images`` folder, none of the images present.
+
+    ``names`` are the items' image paths relative to ``images``; the search stops at the first one found.
+    """
+    if not items:
+        skipped = f" ({len(errors)} unparsable lines, first: {errors[0]})" if errors else " (empty file?)"
+        raise EmptyInputError(empty_message + skipped)
+    root = Path(images)
+    if not root.is_dir():
+        raise EmptyInputError(f"--images {root}: not a directory")
+    if not any((root / name).is_file() for name in names):
+        raise EmptyInputError(f"none of the {len(set(names))} annotated images is under --images {root} "
+                              f"(first expected: {root / names[0]})")
 
 
 class _WiderTask:
@@ -26,8 +43,10 @@ class _WiderTask:
     def __init__(self, anno: str | Path, images: str | Path, limit: int | None = None):
         self.anno, self.images = str(anno), str(images)
         parsed = read_wider_gt(anno)
-        self.items = parsed.items[:limit] if limit else parsed.items
+        self.items = parsed.items[:check_limit(limit)]
         self.annotation_errors = parsed.errors
+        check_inputs(self.items, f"{anno}: no image annotations", parsed.errors, images,
+                     [item.name for item in self.items])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -81,8 +100,11 @@ class LandmarkTask:
         else:
             self.source = {"list": str(list_path)}
             parsed = read_landmark_list(list_path)
-        self.items = parsed.items[:limit] if limit else parsed.items
+        self.items = parsed.items[:check_limit(limit)]
         self.annotation_errors = parsed.errors
+        where = " + ".join(str(p) for p in celeba) if celeba is not None else str(list_path)
+        check_inputs(self.items, f"{where}: no annotated faces", parsed.errors, images,
+                     [face.image for face in self.items])
 
     def __len__(self) -> int:
         return len(self.items)

@@ -32,10 +32,16 @@ import cv2
 import numpy as np
 
 from . import steps
-from .defaults import DEFAULT_NMS, PNET_TILE, PRESETS  # noqa: F401  (PRESETS: part of this module's API)
+from .defaults import DEFAULT_NMS, MAX_PYRAMID_PIXELS, PNET_TILE, PRESETS  # noqa: F401  (PRESETS: part of this module's API)
 from .backends import BACKENDS, StageNet, retain_freed_memory
 from ..net_input import images_to_blob
 from ..nets.weights import resolve_weights_dir
+
+
+class PyramidTooLargeError(ValueError):
+    """An image whose P-Net pyramid would exceed the detector's ``max_pyramid_pixels`` (checked before any
+    allocation; the message names the settings to change)."""
+
 
 @dataclass
 class Face:
@@ -94,6 +100,12 @@ class MtcnnDetector:
     the same either way. ``pnet_tile`` caps the side of one P-Net pass (exact
     tiling, see :meth:`pnet_maps`): lower it to bound memory, e.g. in mining workers.
 
+    Bounds (ValueError naming the parameter): ``min_size`` at least
+    :data:`~mtcnn_caffe.detect.steps.MIN_SIZE_FLOOR` px, ``factor`` in ``(0, MAX_FACTOR]``
+    (:data:`~mtcnn_caffe.detect.steps.MAX_FACTOR`), thresholds in ``[0, 1]``. An image whose pyramid
+    would hold more than ``max_pyramid_pixels`` pixels (default :data:`MAX_PYRAMID_PIXELS`) raises
+    :class:`PyramidTooLargeError` before anything is allocated.
+
     Threads and processes: calls of :meth:`detect` / :meth:`detect_arrays` on one detector from
     several threads are serialised by a lock (the nets hold per-call buffers); make one detector per
     thread or process to run images in parallel. The detector's resize thread (:meth:`_run_ahead`)
@@ -103,17 +115,20 @@ class MtcnnDetector:
     def __init__(self, weights_dir: str | Path | None = None, min_size: float | None = None,
                  factor: float | None = None, thresholds: Sequence[float] | None = None, backend: str = "caffe",
                  nms_thresholds: Sequence[float] = DEFAULT_NMS, preset: str = "official", fast_resize: bool = False,
-                 retain_memory: bool = True, pnet_tile: int = PNET_TILE):
+                 retain_memory: bool = True, pnet_tile: int = PNET_TILE,
+                 max_pyramid_pixels: float = MAX_PYRAMID_PIXELS):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         base = PRESETS[preset]
         self.min_size = float(base["min_size"] if min_size is None else min_size)
         self.factor = float(base["factor"] if factor is None else factor)
-        self.thresholds = tuple(float(t) for t in (base["thresholds"] if thresholds is None else thresholds))
-        self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
-        if len(self.thresholds) != 3 or len(self.nms_thresholds) != 4:
-            raise ValueError("need 3 score thresholds and 4 NMS thresholds")
-        steps.pyramid_scales(12, 12, self.min_size, self.factor)  # validates min_size and factor
+        steps.check_pyramid_settings(self.min_size, self.factor)
+        self.thresholds = _thresholds("thresholds", base["thresholds"] if thresholds is None else thresholds, 3)
+        self.nms_thresholds = _thresholds("nms_thresholds", nms_thresholds, 4)
+        if not float(max_pyramid_pixels) > 0:
+            raise ValueError(f"max_pyramid_pixels must be a positive number, not {max_pyramid_pixels}")
+        #: Images whose P-Net pyramid holds more pixels than this are refused (:meth:`check_pyramid_size`).
+        self.max_pyramid_pixels = float(max_pyramid_pixels)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.backend = backend
@@ -306,6 +321,17 @@ class MtcnnDetector:
         return boxes[pick], points[pick]
 
     # ----------------------------------------------------------------- public API
+    def check_pyramid_size(self, height: int, width: int) -> None:
+        """Raise :class:`PyramidTooLargeError` when the pyramid of a ``height x width`` image would hold more
+        than ``max_pyramid_pixels`` pixels (only arithmetic: call it before allocating anything)."""
+        pixels = steps.pyramid_pixels(height, width, self.min_size, self.factor)
+        if pixels > self.max_pyramid_pixels:
+            raise PyramidTooLargeError(
+                f"{width} x {height} image: its P-Net pyramid at min_size {self.min_size:g} and factor "
+                f"{self.factor:g} would hold {pixels / 1e6:.0f} Mpx, more than max_pyramid_pixels "
+                f"{self.max_pyramid_pixels / 1e6:g} Mpx: raise min_size (detect --min-size) or "
+                f"max_pyramid_pixels (detect --max-pyramid-mpx)")
+
     def detect_arrays(self, image_bgr: np.ndarray, stages: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """Run the cascade up to ``stages`` (1, 2 or 3).
 
@@ -318,6 +344,9 @@ class MtcnnDetector:
         """
         if stages not in (1, 2, 3):
             raise ValueError(f"stages must be 1, 2 or 3, not {stages}")
+        shape = np.shape(image_bgr)
+        if len(shape) >= 2:  # before the uint8 copy: a runaway pyramid is refused without allocating
+            self.check_pyramid_size(shape[0], shape[1])
         image = to_bgr_uint8(image_bgr)
         self._own_process()
         with self._lock:
@@ -340,6 +369,18 @@ class MtcnnDetector:
         return [Face(tuple(float(v) for v in b[:4]), float(b[4]), p) for b, p in zip(boxes, points)]
 
 
+def _thresholds(name: str, values: Sequence[float], count: int) -> tuple[float, ...]:
+    """``count`` thresholds in ``[0, 1]`` as floats; ValueError naming the parameter otherwise."""
+    values = tuple(float(v) for v in values)
+    if len(values) != count:
+        raise ValueError(f"{name} needs {count} values, got {len(values)}")
+    for value in values:
+        problem = steps.threshold_problem(value)
+        if problem:
+            raise ValueError(f"{name}: each {problem}")
+    return values
+
+
 def to_zero_based(boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MATLAB 1-based coordinates -> 0-based pixel indices (scores untouched)."""
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
@@ -348,7 +389,13 @@ def to_zero_based(boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _tile_starts(length: int, tile: int) -> list[tuple[int, int]]:
-    """Input ranges ``[start, end)`` covering ``length`` px: even starts, 10 px overlap, last tile to the end."""
+    """Input ranges ``[start, end)`` covering ``length`` px: tiles of at most ``tile`` px rounded down to even,
+    10 px overlap, last tile to the end.
+
+    Every start is even (P-Net's stride 2) and every tile but the last has an even length (no partial
+    ceil-mode pooling window at its edge), so the tiles' output cells are exactly the whole input's.
+    """
+    tile -= tile % 2
     ranges = []
     start = 0
     while length - start > tile:

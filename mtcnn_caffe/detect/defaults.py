@@ -18,3 +18,7 @@ THRESHOLDS: tuple[float, float, float] = OFFICIAL["thresholds"]
 DEFAULT_NMS = (0.5, 0.7, 0.7, 0.7)
 #: P-Net inputs larger than this many pixels per side run in exactly stitched tiles (bounds memory).
 PNET_TILE = 1024
+#: An image whose P-Net pyramid (all levels together) holds more pixels than this is refused before any
+#: allocation (:class:`~mtcnn_caffe.detect.cascade.PyramidTooLargeError`). Each pyramid pixel is held as an 8-bit
+#: level and a float32 net input (15 bytes), so 200 Mpx is about 3 GB; a 50 Mpx photo at the ``wider`` preset needs 193.
+MAX_PYRAMID_PIXELS = 200_000_000

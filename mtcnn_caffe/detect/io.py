@@ -1,20 +1,23 @@
-"""Running the face detector over many images: inputs, outputs (JSON lines, WIDER FACE
-submission files, drawn images). The ``mtcnn-caffe detect`` command is a thin wrapper over
-:func:`run_detection`; ``scripts/demo.py`` uses :func:`write_drawing` (images are read by :mod:`caffe_common.images`).
+"""Running the face detector over many images: the face-specific parts (JSON record, WIDER FACE
+submission files, drawn images) over the generic run loop of :mod:`caffe_common.batch`. The
+``mtcnn-caffe detect`` command and ``scripts/demo.py`` are thin wrappers over :func:`check_outputs`,
+:func:`load_detector` and :func:`run_detection`.
 
-Every output is written atomically (:mod:`caffe_common.atomic`: temporary file + ``os.replace``):
-an interrupted run never leaves a half-written file that looks complete.
+Drawings and WIDER files are written atomically (:mod:`caffe_common.atomic`), then the image's JSON
+line is appended: a line in the JSON output means all of that image's outputs exist.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
 
 import numpy as np
 
 from caffe_common.atomic import atomic_path, write_text_atomic
-from caffe_common.batch import RunSummary, expand_inputs, json_lines_writer
+from caffe_common.batch import (DRAWING_EXTENSIONS, InputImage, RunSummary, check_json_output, check_output_dir,
+                                expand_inputs, run_batch)
 from caffe_common.images import read_image
 
 if TYPE_CHECKING:  # the detector imports cv2: only for the annotations
@@ -37,9 +40,14 @@ def wider_submission_text(name: str, faces: Sequence[Face]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_wider_result(out_dir: Path, image_path: Path, faces: Sequence[Face]) -> Path:
+def wider_result_path(out_dir: str | Path, image_path: Path) -> Path:
     """``out_dir/<event>/<name>.txt`` for an image at ``.../<event>/<name>.jpg``."""
-    target = Path(out_dir) / image_path.resolve().parent.name / f"{image_path.stem}.txt"
+    return Path(out_dir) / image_path.resolve().parent.name / f"{image_path.stem}.txt"
+
+
+def write_wider_result(out_dir: str | Path, image_path: Path, faces: Sequence[Face]) -> Path:
+    """Write the WIDER FACE result file of one image (:func:`wider_result_path`) atomically."""
+    target = wider_result_path(out_dir, image_path)
     write_text_atomic(target, wider_submission_text(image_path.stem, faces))
     return target
 
@@ -60,13 +68,17 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     return canvas
 
 
-def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces: Sequence[Face]) -> Path:
-    """Save the drawn image as ``out_dir/<rel_name>`` (JPEG/PNG by the input's extension) atomically."""
+def drawing_path(out_dir: str | Path, out_name: str) -> Path:
+    """``out_dir/<out_name>``, as ``.png`` unless the extension is one drawings keep (JPEG, PNG, ...)."""
+    target = Path(out_dir) / out_name
+    return target if target.suffix.lower() in DRAWING_EXTENSIONS else target.with_suffix(".png")
+
+
+def write_drawing(out_dir: str | Path, out_name: str, image: np.ndarray, faces: Sequence[Face]) -> Path:
+    """Save the drawn image as :func:`drawing_path` atomically (the format follows the extension)."""
     import cv2
 
-    target = Path(out_dir) / rel_name
-    if target.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
-        target = target.with_suffix(".png")
+    target = drawing_path(out_dir, out_name)
     with atomic_path(target, suffix=target.suffix) as tmp:  # OpenCV picks the format from the extension
         if not cv2.imwrite(str(tmp), draw_faces(image, faces)):
             raise OSError(f"{target}: cannot write image")
@@ -74,31 +86,84 @@ def write_drawing(out_dir: Path, rel_name: str, image: np.ndarray, faces: Sequen
 
 
 # --------------------------------------------------------------------------- the run
-def run_detection(detector: MtcnnDetector, inputs: Iterable[str], json_out: str | None = None,
-                  wider_out: str | None = None, draw_out: str | None = None, progress: bool = True,
-                  err: TextIO | None = None) -> RunSummary:
-    """Detect faces in every input; bad inputs are reported on ``err`` (naming the file) and skipped."""
-    from tqdm import tqdm
+def check_outputs(json_out: str | None = None, wider_out: str | None = None, draw_out: str | None = None,
+                  resume: bool = False, overwrite: bool = False, draw_option: str = "--draw") -> None:
+    """Refuse unusable output paths before any work (:class:`caffe_common.batch.OutputError` naming the
+    option): a folder or an existing file given as ``--json`` (without ``resume``/``overwrite``),
+    folders that cannot be created or written."""
+    if json_out is not None and json_out != "-":
+        check_json_output(json_out, resume, overwrite)
+    if wider_out:
+        check_output_dir(wider_out, "--wider-out")
+    if draw_out:
+        check_output_dir(draw_out, draw_option)
 
-    err = err or sys.stderr
-    summary = RunSummary()
-    images = expand_inputs(inputs, summary.failures)
-    for message in summary.failures:
-        print(f"error: {message}", file=err)
-    with json_lines_writer(json_out) as write_record:
-        for item in tqdm(images, desc="detect", unit="img", disable=not progress or len(images) < 2, file=err):
-            try:
-                image = read_image(item.path)
-            except OSError as exc:
-                summary.failures.append(str(exc))
-                tqdm.write(f"error: {exc}", file=err)  # keeps the progress bar intact
-                continue
-            faces = detector.detect(image)
-            summary.images += 1
-            summary.faces += len(faces)
-            write_record(face_record(item.path, image, faces))
-            if wider_out:
-                write_wider_result(Path(wider_out), item.path, faces)
-            if draw_out:
-                write_drawing(Path(draw_out), item.rel_name, image, faces)
-    return summary
+
+def load_detector(weights_dir: str | Path | None = None, **settings) -> MtcnnDetector:
+    """An :class:`~mtcnn_caffe.detect.cascade.MtcnnDetector` with all three nets loaded and checked,
+    so that missing or mismatched weights fail before any output. Raises ValueError (settings),
+    :class:`~mtcnn_caffe.nets.weights.WeightsNotFoundError` (naming the folder and where it came from)
+    or :class:`~mtcnn_caffe.nets.weights.WeightsMismatchError`."""
+    from ..nets.weights import WEIGHTS_ENV, WeightsNotFoundError
+    from .cascade import MtcnnDetector
+
+    detector = MtcnnDetector(weights_dir, **settings)
+    if not detector.weights_dir.is_dir():
+        source = ("--weights-dir" if weights_dir is not None else
+                  f"env {WEIGHTS_ENV}" if os.environ.get(WEIGHTS_ENV) else "the default weights; run `make setup`")
+        raise WeightsNotFoundError(f"weights folder {detector.weights_dir} not found ({source})")
+    for stage in ("det1", "det2", "det3"):
+        detector.net(stage)
+    return detector
+
+
+#: Called after each image with the input, its faces and the drawing's path (None without drawings).
+FaceReport = Callable[[InputImage, Sequence["Face"], "Path | None"], None]
+
+
+def face_job(detector: MtcnnDetector, images: Sequence[InputImage], wider_out: str | None = None,
+             draw_out: str | None = None, report: FaceReport | None = None) -> Callable[[InputImage], dict]:
+    """The per-image step of :func:`run_detection`: read, detect, write the WIDER file and the drawing,
+    return the JSON record.
+
+    Nothing is overwritten by mistake: an image whose WIDER file another input of the run already
+    owns (same event folder and name) fails, and so does a drawing that would replace an input image.
+    """
+    inputs = {item.path.resolve() for item in images}
+    wider_owner: dict[Path, Path] = {}
+    if wider_out:
+        for item in images:
+            wider_owner.setdefault(wider_result_path(wider_out, item.path), item.path)
+
+    def process(item: InputImage) -> dict:
+        if wider_out:
+            owner = wider_owner[wider_result_path(wider_out, item.path)]
+            if owner != item.path:
+                raise ValueError(f"its WIDER result file would replace that of {owner} (same folder name and stem)")
+        drawing = drawing_path(draw_out, item.out_name) if draw_out else None
+        if drawing and drawing.resolve() in inputs:
+            raise ValueError(f"its drawing would replace an input image ({drawing}); choose another output folder")
+        image = read_image(item.path)
+        faces = detector.detect(image)
+        if wider_out:
+            write_wider_result(wider_out, item.path, faces)
+        drawn = write_drawing(draw_out, item.out_name, image, faces) if draw_out else None
+        if report:
+            report(item, faces, drawn)
+        return face_record(item.path, image, faces)
+
+    return process
+
+
+def run_detection(detector: MtcnnDetector, inputs: Iterable[str], json_out: str | None = None,
+                  wider_out: str | None = None, draw_out: str | None = None, resume: bool = False,
+                  overwrite: bool = False, progress: bool = True, err: TextIO | None = None,
+                  report: FaceReport | None = None) -> RunSummary:
+    """Detect faces in every input (:func:`caffe_common.batch.expand_inputs`), one JSON line per image
+    appended to ``json_out`` as it is done (``resume``: skip the images already there). An image that
+    fails for any reason is reported on ``err`` (naming the file) and skipped."""
+    failures: list[str] = []
+    images = expand_inputs(inputs, failures)
+    process = face_job(detector, images, wider_out, draw_out, report)
+    return run_batch(images, process, json_out=json_out, resume=resume, overwrite=overwrite, found_field="faces",
+                     failures=failures, progress=progress, err=err or sys.stderr)

@@ -31,15 +31,53 @@ GRID_NMS_MIN_BOXES = 250
 PAIR_CHUNK = 1_000_000
 
 
+# --------------------------------------------------------------------------- settings bounds
+#: Smallest ``min_size`` accepted (px): P-Net's 12 px window on a pyramid upsampled at most 3x. Far below
+#: 12 px the first level explodes (a 4000 x 3000 photo at ``min_size=1`` asks for a 5 GB level).
+MIN_SIZE_FLOOR = 4
+#: Largest ``factor`` accepted: the pyramid then holds about ``1 / (1 - 0.95**2)`` ~ 10 times its first
+#: level. Closer to 1 it runs away (0.9999 on a 500 x 375 photo: 29 000 levels, 340 Mpx).
+MAX_FACTOR = 0.95
+
+
+def min_size_problem(value: float) -> str | None:
+    """Why ``value`` is no usable ``min_size`` (None when it is): a number of at least :data:`MIN_SIZE_FLOOR`."""
+    if not (math.isfinite(value) and value >= MIN_SIZE_FLOOR):
+        return f"must be at least {MIN_SIZE_FLOOR} px (smaller faces need a runaway upsampled pyramid), not {value:g}"
+    return None
+
+
+def factor_problem(value: float) -> str | None:
+    """Why ``value`` is no usable pyramid ``factor`` (None when it is): in ``(0, MAX_FACTOR]``."""
+    if not 0 < value <= MAX_FACTOR:  # NaN fails too
+        return f"must be in (0, {MAX_FACTOR}] (closer to 1 the pyramid gets thousands of levels), not {value:g}"
+    return None
+
+
+def threshold_problem(value: float) -> str | None:
+    """Why ``value`` is no usable score or overlap threshold (None when it is): in ``[0, 1]``."""
+    if not 0 <= value <= 1:  # NaN fails too
+        return f"must be in [0, 1], not {value:g}"
+    return None
+
+
+def check_pyramid_settings(min_size: float, factor: float) -> None:
+    """Raise ValueError naming the parameter unless ``min_size`` and ``factor`` give a pyramid that ends."""
+    for name, value, problem in (("min_size", min_size, min_size_problem), ("factor", factor, factor_problem)):
+        reason = problem(float(value))
+        if reason:
+            raise ValueError(f"{name} {reason}")
+
+
 # --------------------------------------------------------------------------- image pyramid
 def pyramid_scales(height: int, width: int, min_size: float = defaults.MIN_SIZE,
                    factor: float = defaults.FACTOR) -> list[float]:
     """Scales of the P-Net pyramid: ``m * factor**k`` while the scaled short side stays >= 12 px.
 
-    ``m = 12 / min_size`` maps the smallest face to detect onto P-Net's 12 px window.
+    ``m = 12 / min_size`` maps the smallest face to detect onto P-Net's 12 px window. Settings outside
+    the bounds (:func:`check_pyramid_settings`) raise ValueError.
     """
-    if min_size <= 0 or not 0 < factor < 1:
-        raise ValueError(f"need min_size > 0 and 0 < factor < 1, got {min_size}, {factor}")
+    check_pyramid_settings(min_size, factor)
     m = PNET_CELL / float(min_size)
     min_len = min(height, width) * m
     scales = []
@@ -49,6 +87,12 @@ def pyramid_scales(height: int, width: int, min_size: float = defaults.MIN_SIZE,
         min_len *= factor
         k += 1
     return scales
+
+
+def pyramid_pixels(height: int, width: int, min_size: float = defaults.MIN_SIZE,
+                   factor: float = defaults.FACTOR) -> int:
+    """Pixels of all pyramid levels of a ``height x width`` image together (computed, nothing allocated)."""
+    return sum(h * w for h, w in (scaled_size(height, width, s) for s in pyramid_scales(height, width, min_size, factor)))
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -45,6 +45,10 @@ from caffe_common.eval.curves import value_at_or_below
 
 FP_MARKS = (1000, 2000)
 FOLD_PATTERN = "FDDB-fold-{:02d}-ellipseList.txt"
+#: Largest ellipse radius rasterised (px): bounds the memory of one region (about 17 Mpx at most).
+MAX_RADIUS = 2048
+#: Largest absolute coordinate accepted in a face or detection row (px).
+MAX_COORDINATE = 1e6
 
 
 # --------------------------------------------------------------------------- readers
@@ -65,14 +69,24 @@ def _read_blocks(path: Path, columns: int, what: str, problems: ProblemLog, chec
     return blocks
 
 
+def _check_coordinates(values: list[float]) -> None:
+    if any(abs(v) > MAX_COORDINATE for v in values):
+        raise ValueError(f"coordinate beyond +-{MAX_COORDINATE:g} px: {' '.join(f'{v:g}' for v in values)}")
+
+
 def _check_ellipse(row: list[float]) -> None:
     if row[0] <= 0 or row[1] <= 0:
-        raise ValueError(f"radii must be positive, found {row[0]} {row[1]}")
+        raise ValueError(f"radii must be positive, found {row[0]:g} {row[1]:g}")
+    if max(row[0], row[1]) > MAX_RADIUS:
+        raise ValueError(f"radius {max(row[0], row[1]):g} px is above the {MAX_RADIUS} px this evaluator rasterises "
+                         "(FDDB faces are below 300 px); refused")
+    _check_coordinates(row[3:5])
 
 
 def _check_rectangle(row: list[float]) -> None:
     if row[2] < 0 or row[3] < 0:
-        raise ValueError(f"negative size w={row[2]} h={row[3]}")
+        raise ValueError(f"negative size w={row[2]:g} h={row[3]:g}")
+    _check_coordinates(row[:4])
 
 
 def read_ellipse_list(path: str | Path, problems: ProblemLog | None = None) -> dict[str, np.ndarray]:
@@ -108,13 +122,18 @@ def read_fddb_detections(paths: str | Path | Iterable[str | Path], ground_truth:
                          problems: ProblemLog | None = None) -> dict[str, np.ndarray]:
     """Detection file(s) in FDDB format: ``{image: (M, 5) x y w h score}``.
 
-    Blocks for images that are not in ``ground_truth`` are reported and skipped.
+    Blocks for images that are not in ``ground_truth`` are reported and skipped; a file without any
+    readable block is an error (an empty detection file is not "no detections").
     """
     problems = problems or ProblemLog()
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     detections: dict[str, np.ndarray] = {}
     for path in paths:
-        for name, boxes in _read_blocks(Path(path), 5, "x y w h score", problems, _check_rectangle).items():
+        blocks = _read_blocks(Path(path), 5, "x y w h score", problems, _check_rectangle)
+        if not blocks:
+            raise EvaluationError(f"{path}: no detection block (name line, count line, 'x y w h score' lines) "
+                                  "could be read; nothing to evaluate")
+        for name, boxes in blocks.items():
             if name not in ground_truth:
                 problems.report(f"{path}: detections for image {name!r}, which is not in the FDDB folds read")
             elif name in detections:

@@ -95,10 +95,12 @@ def load_landmark_ground_truth(path: str | Path, problems: ProblemLog) -> dict[s
 def read_detections_jsonl(path: str | Path, problems: ProblemLog) -> list[DetectionRecord]:
     """Read the ``detect --json`` output; malformed lines are reported as ``file:line``."""
     path = Path(path)
+    if path.is_dir():
+        raise EvaluationError(f"prediction file is a folder, not a file: {path}")
     if not path.is_file():
         raise EvaluationError(f"prediction file not found: {path}")
     records = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

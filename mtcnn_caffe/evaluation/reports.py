@@ -8,8 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from caffe_common.eval.common import ProblemLog
+from caffe_common.eval.common import EvaluationError, ProblemLog
 from caffe_common.eval.reports import Report, finish_report
+
+
+def require(condition: object, message: str) -> None:
+    """Refuse an evaluation that would have nothing to measure (an empty input is an error, not a score of 0)."""
+    if not condition:
+        raise EvaluationError(message)
 
 
 def wider_report(pred_dir: str | Path, gt: str | Path, out_dir: str | Path, subset: str | Path | None = None,
@@ -20,11 +26,15 @@ def wider_report(pred_dir: str | Path, gt: str | Path, out_dir: str | Path, subs
 
     problems, out_dir = ProblemLog(strict), Path(out_dir)
     ground_truth = load_wider_ground_truth(gt, problems)
+    require(ground_truth.images, f"{ground_truth.source}: no ground-truth image could be read")
     outside = None
     if subset is not None:
         keys = read_subset(subset, ground_truth, problems)
         outside = {im.key for im in ground_truth.images} - keys
         ground_truth = ground_truth.restrict(keys)
+        require(ground_truth.images, f"{subset}: no image of the subset list is in the ground truth")
+    require(any(im.keep[s].any() for im in ground_truth.images for s in ground_truth.settings),
+            f"{ground_truth.source}: no face to evaluate (every face is flagged invalid or ignored)")
     predictions = read_wider_predictions(pred_dir, ground_truth, problems, outside)
     if predictions.outside_subset:
         problems.note(f"{predictions.outside_subset} prediction file(s) outside --subset were not evaluated")
@@ -46,6 +56,7 @@ def fddb_report(pred_files: Iterable[str | Path], folds_dir: str | Path, out_dir
     problems, out_dir = ProblemLog(strict), Path(out_dir)
     pred_files = [Path(p) for p in pred_files]
     ground_truth = read_fddb_folds(folds_dir, folds, problems)
+    require(sum(len(v) for v in ground_truth.values()), f"{folds_dir}: the FDDB folds read hold no face")
     detections = read_fddb_detections(pred_files, ground_truth, problems)
     missing = [n for n in ground_truth if n not in detections]
     if missing:
@@ -69,7 +80,9 @@ def landmarks_report(pred_jsonl: str | Path, gt: str | Path, images_root: str | 
 
     problems, out_dir = ProblemLog(strict), Path(out_dir)
     ground_truth = load_landmark_ground_truth(gt, problems)
+    require(ground_truth, f"{gt}: no annotated face could be read")
     records = read_detections_jsonl(pred_jsonl, problems)
+    require(records, f"{pred_jsonl}: no detection record could be read; nothing to evaluate")
     result = evaluate_landmarks(records, ground_truth, images_root, problems, normalise, min_iou)
     x, fraction = ced_curve(result.nme)
     plot = plot_ced(x, fraction, out_dir / "landmarks_ced.png", f"5-point landmarks ({len(result.nme)} faces)",

@@ -114,9 +114,17 @@ def read_wider_mat(face_mat: str | Path, settings: Iterable[str] = OFFICIAL_SETT
     face_mat = Path(face_mat)
     split = face_mat.stem[len("wider_face_"):] if face_mat.stem.startswith("wider_face_") else "val"
     data = _load_mat(face_mat, ("event_list", "file_list", "face_bbx_list"))
-    events = [_mat_string(e) for e in _mat_cells(data["event_list"])]
-    files = [[_mat_string(f) for f in _mat_cells(cell)] for cell in _mat_cells(data["file_list"])]
-    boxes = [[np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in _mat_cells(cell)] for cell in _mat_cells(data["face_bbx_list"])]
+    try:
+        events = [_mat_string(e) for e in _mat_cells(data["event_list"])]
+        files = [[_mat_string(f) for f in _mat_cells(cell)] for cell in _mat_cells(data["file_list"])]
+        boxes = [[np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in _mat_cells(cell)]
+                 for cell in _mat_cells(data["face_bbx_list"])]
+    except (TypeError, ValueError) as exc:
+        raise EvaluationError(f"{face_mat}: not the layout of the official WIDER FACE ground truth ({exc})") from exc
+    for e, event_boxes in enumerate(boxes):
+        for b in event_boxes:
+            if not np.all(np.isfinite(b)) or np.any(b[:, 2:] < 0):
+                raise EvaluationError(f"{face_mat}: event {e + 1}: a box with a negative size or a non-finite value")
     if not (len(events) == len(files) == len(boxes)):
         raise EvaluationError(f"{face_mat}: event_list, file_list and face_bbx_list have different lengths")
     for e, (f, b) in enumerate(zip(files, boxes)):
@@ -129,7 +137,11 @@ def read_wider_mat(face_mat: str | Path, settings: Iterable[str] = OFFICIAL_SETT
         path = face_mat.with_name(f"wider_{setting}_{split}.mat")
         if not path.is_file():
             raise EvaluationError(f"setting file not found: {path} (needed next to {face_mat.name})")
-        cells = [[np.asarray(k).ravel() for k in _mat_cells(cell)] for cell in _mat_cells(_load_mat(path, ("gt_list",))["gt_list"])]
+        try:
+            cells = [[np.asarray(k, dtype=np.float64).ravel() for k in _mat_cells(cell)]
+                     for cell in _mat_cells(_load_mat(path, ("gt_list",))["gt_list"])]
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError(f"{path}: gt_list is not a cell array of face indices ({exc})") from exc
         if [len(c) for c in cells] != [len(f) for f in files]:
             raise EvaluationError(f"{path}: gt_list does not have the events/images of {face_mat.name}")
         keep_lists[setting] = cells
@@ -143,7 +155,8 @@ def read_wider_mat(face_mat: str | Path, settings: Iterable[str] = OFFICIAL_SETT
                 index = keep_lists[setting][e][j]
                 mask = np.zeros(n, dtype=bool)
                 if index.size:
-                    if np.any(index < 1) or np.any(index > n) or np.any(index != np.round(index)):
+                    if not np.all(np.isfinite(index)) or np.any(index < 1) or np.any(index > n) \
+                            or np.any(index != np.round(index)):
                         raise EvaluationError(
                             f"wider_{setting}_{split}.mat: image {event}/{name}: keep index outside 1..{n}: {index.tolist()}")
                     mask[index.astype(np.int64) - 1] = True
@@ -225,7 +238,7 @@ def parse_prediction_file(path: Path, problems: ProblemLog) -> np.ndarray:
     line and a count that disagrees with the number of box lines are reported;
     the boxes that parse are kept.
     """
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = read_text_lines(path, "prediction file")
     while lines and not lines[-1].strip():
         lines.pop()
     if len(lines) < 2:
@@ -279,7 +292,10 @@ def read_wider_predictions(pred_dir: str | Path, gt: WiderGroundTruth, problems:
         raise EvaluationError(f"prediction folder not found: {pred_dir}")
     wanted = {im.key: im for im in gt.images}
     result = WiderPredictions({})
-    for file in sorted(pred_dir.rglob("*.txt")):
+    files = sorted(p for p in pred_dir.rglob("*.txt") if p.is_file())
+    if not files:
+        raise EvaluationError(f"{pred_dir}: no prediction files (<event>/<name>.txt); nothing to evaluate")
+    for file in files:
         key = file.relative_to(pred_dir).with_suffix("").as_posix()
         if key not in wanted:
             if outside is not None and key in outside:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caffe_common.eval.cli import add_common_options, report_and_exit
+from caffe_common.eval.cli import add_common_options, check_input_path, check_output_dir, report_and_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,4 +33,11 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, write ``voc.json`` + ``voc_pr.png``, print the mAP line; exit status as ``mtcnn-caffe eval``."""
     from caffe_common.eval.reports import voc_report
 
-    return report_and_exit(lambda: voc_report(args.pred, args.voc, args.set, args.out, args.labels, args.strict))
+    def checks() -> None:
+        check_input_path("--pred", args.pred, "dir")
+        check_input_path("--voc", args.voc, "dir")
+        check_input_path("--labels", args.labels, "file")
+        check_output_dir("--out", args.out, ("voc.json", "voc_pr.png"))
+
+    return report_and_exit(lambda: voc_report(args.pred, args.voc, args.set, args.out, args.labels, args.strict),
+                           checks)
