@@ -92,6 +92,10 @@ def _read_list(list_path: Path, failures: list[str]) -> list[InputImage]:
         failures.append(f"{list_path}: cannot read image list (not UTF-8 text: {exc.reason} at byte {exc.start})")
         return []
     images = []
+    entries = [line for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not entries:
+        failures.append(f"{list_path}: the image list names no image (empty, or only comments)")
+        return []
     for number, line in enumerate(lines, 1):
         name = line.strip()
         if not name or name.startswith("#"):

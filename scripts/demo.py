@@ -49,7 +49,11 @@ def main() -> int:
     except (WeightsNotFoundError, WeightsMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    summary = run_detection(detector, args.images, draw_out=args.out, progress=False, report=print_faces)
+    try:
+        summary = run_detection(detector, args.images, draw_out=args.out, progress=False, report=print_faces)
+    except KeyboardInterrupt:
+        print("interrupted: the drawings made so far are kept", file=sys.stderr)
+        return 130
     return summary.exit_status
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 DESCRIPTION = (
@@ -9,6 +10,31 @@ DESCRIPTION = (
     "model, write the folded prototxt + caffemodel, and verify that both nets give the same outputs. "
     "Exit status: 0 written and verified, 1 verification above tolerance (nothing written), 2 input refused."
 )
+
+
+def _number(low: float, high: float = math.inf, integer: bool = False):
+    """An argparse type: a finite number (an integer with ``integer``) in ``[low, high]``."""
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind} in [{low:g}, {high:g}], got {text!r}")
+        return value
+    return parse
+
+
+def _mean(text: str) -> list[float]:
+    """``--image-mean``: one value for all channels or three (B, G, R), each finite."""
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected one number or three (B,G,R) separated by commas, got {text!r}")
+    return values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,13 +48,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folded caffemodel (default: <weights stem>_nobn.caffemodel beside the weights)")
     p.add_argument("--image", action="append", default=[], metavar="PATH",
                    help="also verify on this photo (repeatable); resized to the net input, (pixel - mean) * scale")
-    p.add_argument("--image-mean", default="127.5", metavar="M[,M,M]",
+    p.add_argument("--image-mean", type=_mean, default=[127.5], metavar="M[,M,M]",
                    help="per-channel (BGR) mean subtracted from --image pixels (default 127.5)")
-    p.add_argument("--image-scale", type=float, default=DEFAULT_IMAGE_SCALE,
+    p.add_argument("--image-scale", type=_number(-1e6, 1e6), default=DEFAULT_IMAGE_SCALE,
                    help=f"factor applied after the mean (default {DEFAULT_IMAGE_SCALE})")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    p.add_argument("--tolerance", type=_number(0, 1), default=DEFAULT_TOLERANCE,
                    help=f"largest allowed max|before - after| / max|before| per blob (default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--runs", type=int, default=5, help="timed forwards of each net for the speed ratio (default 5)")
+    p.add_argument("--runs", type=_number(0, 1000, integer=True), default=5,
+                   help="timed forwards of each net for the speed ratio (default 5; 0: no timing)")
     p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="list every fold and show Caffe's own log")
 
@@ -49,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     verbose = bool(getattr(args, "verbose", False))
     set_caffe_verbosity(verbose)
     try:
-        mean = [float(v) for v in str(args.image_mean).split(",")]
+        mean = args.image_mean
         result = merge_bn(args.model, args.weights, args.out_model, args.out_weights, images=args.image,
                           tolerance=args.tolerance, timing_runs=args.runs, image_mean=mean,
                           image_scale=args.image_scale, progress=sys.stderr.isatty())
-    except ValueError as exc:  # MergeBNError (a Caffe failure in the probe included), or a bad --image-mean
+    except ValueError as exc:  # MergeBNError (a Caffe failure in the probe included)
         prefix = "" if isinstance(exc, MergeBNError) else "bad argument: "
         print(f"merge-bn: error: {prefix}{exc}", file=sys.stderr)
         return 2
