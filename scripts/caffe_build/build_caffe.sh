@@ -6,9 +6,15 @@
 #   PYTHON  the interpreter of the venv that will import caffe (its headers and
 #           numpy headers are compiled into _caffe.so).
 #
+# Before compiling, the project's source patch (patches/apply_patches.py:
+# SSD's resize_param / distort_param / expand_param and the augmentation
+# behind them) is applied to the verified sdist.
+#
 # The finished package is cached in $MTCNN_CAFFE_CACHE (default
-# ~/.cache/mtcnn-caffe) under a key made of the sdist version, the Python ABI
-# and the numpy major version, so a second run only copies it into the venv.
+# ~/.cache/mtcnn-caffe) under a key made of the sdist version, the Python ABI,
+# the numpy major version and a hash of the patch files and compatibility
+# header, so a second run only copies it into the venv and a changed patch
+# never reuses an old build.
 # The cache entry is published with an atomic rename: an interrupted build
 # never leaves an entry that looks complete.
 set -euo pipefail
@@ -25,7 +31,10 @@ say() { echo "[caffe] $*"; }
 
 py_abi=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 np_major=$("$PYTHON" -c 'import numpy; print(numpy.__version__.split(".")[0])')
-KEY="${SDIST_NAME}-${SDIST_VERSION}-${py_abi}-np${np_major}"
+# Everything under $HERE that changes the compiled result, by path and content.
+patch_hash=$(cd "$HERE" && find opencv4_compat.h patches -type f ! -name '*.pyc' -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+KEY="${SDIST_NAME}-${SDIST_VERSION}-${py_abi}-np${np_major}-p${patch_hash}"
 ENTRY="$CACHE/$KEY"
 site=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
@@ -69,6 +78,17 @@ rm -rf "$work"
 mkdir -p "$work"
 tar -xzf "$tarball" -C "$work"
 src="$work/${SDIST_NAME}-${SDIST_VERSION}"
+build_or_die() {
+    if ! "$@" >>"$log" 2>&1; then
+        echo "[caffe] ERROR: build step failed: $*" >&2
+        echo "[caffe] last lines of $log:" >&2
+        tail -n 40 "$log" >&2
+        echo "[caffe] full log: $log" >&2
+        exit 1
+    fi
+}
+say "applying the project's patch (patches/apply_patches.py)"
+build_or_die "$PYTHON" "$HERE/patches/apply_patches.py" "$src"
 
 # Debian names the Boost.Python library after the Python version; the sdist
 # links -lboost_python, so offer it under that name in a private directory.
@@ -95,15 +115,6 @@ std_libs="-lopencv_core -lopencv_imgproc -lopencv_imgcodecs -lopencv_videoio -lo
 link_flags="-L$work/lib -L$hdf5_lib"
 
 say "configuring (log: $log)"
-build_or_die() {
-    if ! "$@" >>"$log" 2>&1; then
-        echo "[caffe] ERROR: build step failed: $*" >&2
-        echo "[caffe] last lines of $log:" >&2
-        tail -n 40 "$log" >&2
-        echo "[caffe] full log: $log" >&2
-        exit 1
-    fi
-}
 build_or_die cmake -S "$src" -B "$work/build" \
     -DCMAKE_BUILD_TYPE=Release \
     -DCPU_ONLY=ON -DBUILD_python=ON -DBUILD_docs=OFF \

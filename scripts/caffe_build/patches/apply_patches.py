@@ -1,0 +1,126 @@
+"""Apply mtcnn-caffe's source patch to an extracted brocolli-caffe sdist.
+
+Usage: python apply_patches.py SDIST_SOURCE_DIR
+
+The sdist calls the transformer's resize field ``old_resize_param`` and has no
+``distort_param`` / ``expand_param``, so SSD's reference train prototxts do not
+parse. This patch restores weiliu89's field names and numbers (resize_param = 8,
+distort_param = 13, expand_param = 14) and adds the augmentation itself
+(ssd_augment/ssd_augment.{hpp,cpp}, written for this project), called by
+AnnotatedData before its batch samplers, as in SSD.
+
+Every edit is an exact string replacement whose anchor must occur the expected
+number of times: a changed sdist stops the build with the file and anchor
+named instead of compiling something half-patched.
+"""
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SSD_TRANSFORM_FIELDS = """\
+  optional EmitConstraint emit_constraint = 10;
+  // Photometric distortion policy (SSD).
+  optional DistortionParameter distort_param = 13;
+  // Zoom-out (expansion) policy (SSD).
+  optional ExpansionParameter expand_param = 14;
+}
+
+// Random photometric distortion (SSD): each step runs with its probability.
+message DistortionParameter {
+  optional float brightness_prob = 1 [default = 0.0];
+  // Added to every pixel: uniform in [-delta, delta].
+  optional float brightness_delta = 2 [default = 0.0];
+  optional float contrast_prob = 3 [default = 0.0];
+  // Every pixel is multiplied by a factor uniform in [lower, upper].
+  optional float contrast_lower = 4 [default = 0.0];
+  optional float contrast_upper = 5 [default = 0.0];
+  optional float hue_prob = 6 [default = 0.0];
+  // Added to the hue (OpenCV 8-bit scale, 0-180, wrapping): uniform in
+  // [-delta, delta].
+  optional float hue_delta = 7 [default = 0.0];
+  optional float saturation_prob = 8 [default = 0.0];
+  // The saturation is multiplied by a factor uniform in [lower, upper].
+  optional float saturation_lower = 9 [default = 0.0];
+  optional float saturation_upper = 10 [default = 0.0];
+  // Probability of a random permutation of the colour channels.
+  optional float random_order_prob = 11 [default = 0.0];
+}
+
+// Zoom-out (SSD): with probability prob the image is placed at a random
+// position on a canvas r times its size (r uniform in [1, max_expand_ratio])
+// filled with mean_value; its boxes move with it.
+message ExpansionParameter {
+  optional float prob = 1 [default = 1];
+  optional float max_expand_ratio = 2 [default = 1.];
+}
+"""
+
+# (file, anchor, replacement, expected number of occurrences)
+EDITS = [
+    ("src/caffe/proto/caffe.proto",
+     "  optional OldResizeParameter old_resize_param = 8;\n",
+     "  optional OldResizeParameter resize_param = 8;\n", 1),
+    ("src/caffe/proto/caffe.proto",
+     "  optional EmitConstraint emit_constraint = 10;\n}\n",
+     SSD_TRANSFORM_FIELDS, 1),
+    ("src/caffe/data_transformer.cpp", "old_resize_param", "resize_param", 19),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     '#include "caffe/util/sampler.hpp"\n',
+     '#include "caffe/util/sampler.hpp"\n#include "caffe/util/ssd_augment.hpp"\n', 1),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     "  label_map_file_ = anno_data_param.label_map_file();\n",
+     ("  label_map_file_ = anno_data_param.label_map_file();\n"
+      "  CheckSsdAugmentationParameter(this->layer_param_.transform_param());\n"), 1),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     "    AnnotatedDatum sampled_datum;\n",
+     ("    AnnotatedDatum sampled_datum;\n"
+      "    // Distortion and expansion come first, then the batch samplers (SSD).\n"
+      "    AnnotatedDatum augmented_datum;\n"
+      "    const AnnotatedDatum& source_datum = AugmentAnnotatedDatum(\n"
+      "        this->layer_param_.transform_param(), anno_datum, &augmented_datum)\n"
+      "        ? augmented_datum : anno_datum;\n"), 1),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     "GenerateBatchSamples(anno_datum, batch_samplers_, &sampled_bboxes);",
+     "GenerateBatchSamples(source_datum, batch_samplers_, &sampled_bboxes);", 1),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     "CropImage(anno_datum, sampled_bboxes[rand_idx],",
+     "CropImage(source_datum, sampled_bboxes[rand_idx],", 1),
+    ("src/caffe/layers/annotated_data_layer.cpp",
+     "sampled_datum.CopyFrom(anno_datum);",
+     "sampled_datum.CopyFrom(source_datum);", 2),
+]
+
+NEW_FILES = [
+    ("ssd_augment/ssd_augment.hpp", "include/caffe/util/ssd_augment.hpp"),
+    ("ssd_augment/ssd_augment.cpp", "src/caffe/util/ssd_augment.cpp"),
+]
+
+
+def replace_exactly(path: Path, anchor: str, replacement: str, expected: int) -> None:
+    """Replace `anchor` in `path`, which must occur exactly `expected` times."""
+    text = path.read_text()
+    found = text.count(anchor)
+    if found != expected:
+        raise SystemExit(f"patch: {path}: anchor {anchor.strip()[:60]!r} found {found} times, "
+                         f"expected {expected} (sdist changed?)")
+    path.write_text(text.replace(anchor, replacement))
+
+
+def apply(src: Path) -> None:
+    """Apply every edit and copy the new files into the sdist tree at `src`."""
+    for rel, anchor, replacement, expected in EDITS:
+        replace_exactly(src / rel, anchor, replacement, expected)
+    for ours, dest in NEW_FILES:
+        target = src / dest
+        if target.exists():
+            raise SystemExit(f"patch: {target} already exists (sdist changed?)")
+        shutil.copyfile(HERE / ours, target)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1], "src/caffe").is_dir():
+        raise SystemExit("usage: apply_patches.py SDIST_SOURCE_DIR")
+    apply(Path(sys.argv[1]))
+    print("patch: SSD resize/distort/expand fields and augmentation applied")
