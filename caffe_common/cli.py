@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import pkgutil
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def _command_modules(package: ModuleType) -> list[ModuleType]:
@@ -39,3 +40,40 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 
     set_caffe_verbosity(args.verbose)
     return int(args.func(args) or 0)
+
+
+# --------------------------------------------------------------------------- checked option types
+# argparse names the option in the error ("argument --limit: expected ..."), so the messages say what is wrong.
+def count(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in ``[low, high]`` (no upper end for ``None``)."""
+    where = f"in [{low}, {high}]" if high is not None else f">= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {where}, got {text}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {where}, got {text}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
+           ) -> Callable[[str], float]:
+    """argparse type: a finite number between ``low`` and ``high`` (ends excluded where ``*_open``)."""
+    where = (f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if high is not None
+             else f"{'>' if low_open else '>='} {low:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if (not math.isfinite(value) or value < low or (low_open and value == low)
+                or (high is not None and (value > high or (high_open and value == high)))):
+            raise argparse.ArgumentTypeError(f"expected a number {where}, got {text}")
+        return value
+
+    return parse

@@ -11,7 +11,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
 
 HARNESS = Path(__file__).resolve().parents[1] / "bench" / "fuzz_cli.py"
 

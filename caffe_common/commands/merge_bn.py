@@ -5,25 +5,13 @@ import argparse
 import math
 import sys
 
+from ..cli import count, number
+
 DESCRIPTION = (
     "Fold BatchNorm (+ Scale) into the preceding Convolution / Deconvolution / InnerProduct of a deploy "
     "model, write the folded prototxt + caffemodel, and verify that both nets give the same outputs. "
     "Exit status: 0 written and verified, 1 verification above tolerance (nothing written), 2 input refused."
 )
-
-
-def _number(low: float, high: float = math.inf, integer: bool = False):
-    """An argparse type: a finite number (an integer with ``integer``) in ``[low, high]``."""
-    def parse(text: str):
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and low <= value <= high):
-            kind = "an integer" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"expected {kind} in [{low:g}, {high:g}], got {text!r}")
-        return value
-    return parse
 
 
 def _mean(text: str) -> list[float]:
@@ -50,11 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also verify on this photo (repeatable); resized to the net input, (pixel - mean) * scale")
     p.add_argument("--image-mean", type=_mean, default=[127.5], metavar="M[,M,M]",
                    help="per-channel (BGR) mean subtracted from --image pixels (default 127.5)")
-    p.add_argument("--image-scale", type=_number(-1e6, 1e6), default=DEFAULT_IMAGE_SCALE,
+    p.add_argument("--image-scale", type=number(-1e6, 1e6), default=DEFAULT_IMAGE_SCALE,
                    help=f"factor applied after the mean (default {DEFAULT_IMAGE_SCALE})")
-    p.add_argument("--tolerance", type=_number(0, 1), default=DEFAULT_TOLERANCE,
+    p.add_argument("--tolerance", type=number(0, 1), default=DEFAULT_TOLERANCE,
                    help=f"largest allowed max|before - after| / max|before| per blob (default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--runs", type=_number(0, 1000, integer=True), default=5,
+    p.add_argument("--runs", type=count(0, 1000), default=5,
                    help="timed forwards of each net for the speed ratio (default 5; 0: no timing)")
     p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="list every fold and show Caffe's own log")

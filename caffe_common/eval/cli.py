@@ -10,10 +10,11 @@ with ``"complete": false`` and the printed summary starts with ``INCOMPLETE``); 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
+
+from ..cli import number
 
 if TYPE_CHECKING:
     from .reports import Report
@@ -33,15 +34,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "(a run that skipped lines prints INCOMPLETE and exits with status 2)")
 
 
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0 <= value <= 1):
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text!r}")
-    return value
+#: argparse type: a number in [0, 1].
+fraction = number(0, 1)
 
 
 def print_usage(parser: argparse.ArgumentParser) -> int:

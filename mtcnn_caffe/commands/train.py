@@ -2,39 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from caffe_common.cli import count, number
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+POSITIVE_INT = count(1)
+FRACTION = number(0, 1, low_open=True)
+POSITIVE = number(0, low_open=True)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,10 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="PACK_DIR",
                    help="the stage's pack (gen_net_imdb.py --out DIR); its last ~5%% of records are held out for validation")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (logs, snapshots, detN deploy files)")
-    p.add_argument("--max-iter", type=_positive_int, help=f"iterations (defaults {defaults})")
-    p.add_argument("--batch", type=_positive_int, dest="batch_size", help="samples per iteration")
-    p.add_argument("--base-lr", type=_positive_float, help="base learning rate (default 0.01; x0.1 at 60%% and 85%%)")
-    p.add_argument("--ohem", type=_fraction, help="share of the hardest classification losses kept (default 0.7; 1 = all)")
+    p.add_argument("--max-iter", type=POSITIVE_INT, help=f"iterations (defaults {defaults})")
+    p.add_argument("--batch", type=POSITIVE_INT, dest="batch_size", help="samples per iteration")
+    p.add_argument("--base-lr", type=POSITIVE, help="base learning rate (default 0.01; x0.1 at 60%% and 85%%)")
+    p.add_argument("--ohem", type=FRACTION, help="share of the hardest classification losses kept (default 0.7; 1 = all)")
     p.add_argument("--tasks", choices=("all", "cls"), help="'cls' trains classification only (the seed's only-cls weights)")
     p.add_argument("--mix", metavar="N:P:T:L", help="batch mix neg:pos:part:landmark (default 3:1:1:2)")
     p.add_argument("--seed", type=int, help="seed of the batch order and of Caffe's fillers (default 0)")
@@ -57,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from these weights (by layer name: the official weights, an only-cls model, ...)")
     p.add_argument("--resume", type=Path, metavar="STATE",
                    help="continue from a .solverstate (or an output folder: its newest snapshot)")
-    p.add_argument("--validate-every", type=_positive_int, metavar="K",
+    p.add_argument("--validate-every", type=POSITIVE_INT, metavar="K",
                    help="validation interval in iterations (default: a tenth of the run, at most 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .train import _positive_int
+from .train import POSITIVE_INT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hold-out", nargs="+", default=[], metavar="EVENT",
                    help="WIDER events left out of training and evaluated at the end (e.g. 13--Interview)")
     p.add_argument("--landmark-test", type=Path, metavar="LIST", help="5-point list evaluated at the end (NME)")
-    p.add_argument("--iters", type=_positive_int, nargs=3, metavar=("P", "R", "O"),
+    p.add_argument("--iters", type=POSITIVE_INT, nargs=3, metavar=("P", "R", "O"),
                    help="iterations of the three stages (default 10000 8000 6000)")
-    p.add_argument("--batch", type=_positive_int, nargs=3, metavar=("P", "R", "O"),
+    p.add_argument("--batch", type=POSITIVE_INT, nargs=3, metavar=("P", "R", "O"),
                    help="batch sizes of the three stages (default 384 256 128)")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="use the first N WIDER images only")
-    p.add_argument("-j", "--jobs", type=_positive_int, help="generator processes (default: all cores)")
+    p.add_argument("--limit", type=POSITIVE_INT, metavar="N", help="use the first N WIDER images only")
+    p.add_argument("-j", "--jobs", type=POSITIVE_INT, help="generator processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
 from typing import Any, Callable
 
@@ -22,40 +21,7 @@ MAX_PER_FACE = 1_000
 
 
 # ----------------------------------------------------------------------------- checked option types
-def count(low: int, high: int | None = None) -> Callable[[str], int]:
-    """argparse type: a whole number in ``[low, high]`` (no upper end for ``None``)."""
-    where = f"in [{low}, {high}]" if high is not None else f">= {low}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number {where}, got {text}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected a whole number {where}, got {text}")
-        return value
-
-    return parse
-
-
-def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
-           ) -> Callable[[str], float]:
-    """argparse type: a finite number between ``low`` and ``high`` (ends excluded where ``*_open``)."""
-    where = (f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if high is not None
-             else f"{'>' if low_open else '>='} {low:g}")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if (not math.isfinite(value) or value < low or (low_open and value == low)
-                or (high is not None and (value > high or (high_open and value == high)))):
-            raise argparse.ArgumentTypeError(f"expected a number {where}, got {text}")
-        return value
-
-    return parse
-
+from caffe_common.cli import count, number  # noqa: E402  (the shared checked argparse types)
 
 PROBABILITY = number(0, 1)
 
