@@ -315,7 +315,7 @@ def _fake_lmdb(caffe, path: Path, records: int, value: bytes | None = None) -> P
 def test_cli_writes_the_five_files_with_checked_inputs(caffe, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     labelmap = write_labelmap(tmp_path / "my_labels.prototxt", ["cat", "dog"])
-    train, test = _fake_lmdb(caffe, tmp_path / "train_lmdb", 5), _fake_lmdb(caffe, tmp_path / "test_lmdb", 17)
+    train, _ = _fake_lmdb(caffe, tmp_path / "train_lmdb", 5), _fake_lmdb(caffe, tmp_path / "test_lmdb", 17)
     assert _cli("--classes", "3", "--labelmap", str(labelmap), "--train-lmdb", "train_lmdb",
                 "--test-lmdb", "test_lmdb", "--tf-anchors", "--out", "nets") == 0
     out = capsys.readouterr().out

@@ -193,3 +193,14 @@ def test_batch_layer_feeds_mixed_batches_and_held_out_records(caffe, pack12, tmp
         vnet.forward()
         expected = reader.read_indices(train_count + np.arange(50) % val_count)
         np.testing.assert_array_equal(vnet.blobs["label"].data, expected["label"])
+
+
+def test_batch_layer_parameters_are_checked_with_clear_errors(tmp_path):
+    from mtcnn_caffe.train.layers import _params
+
+    with pytest.raises(ValueError, match="must be JSON"):
+        _params("MtcnnBatchLayer", "source: x")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        _params("MtcnnBatchLayer", "[1, 2]")
+    with pytest.raises(FileNotFoundError, match="no data.mdb"):
+        RecordReader(tmp_path)

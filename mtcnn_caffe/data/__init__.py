@@ -8,9 +8,9 @@ Modules:
 * :mod:`.wider`, :mod:`.landmarks`, :mod:`.mining`: the three sample sources.
 * :mod:`.pipeline`, :mod:`.tasks`: parallel, deterministic, resumable generation into a directory.
 * :mod:`.pack`, :mod:`.lmdb_io`: ``gen_net_imdb``: ratio mixing, the training LMDB, imdb pickles.
-* :mod:`.layer`: the Caffe Python data layer reading that LMDB (imports Caffe).
 
-Importing this package does not import Caffe.
+Importing this package does not import Caffe; the Caffe data layer reading the LMDB is
+:class:`mtcnn_caffe.train.layers.MtcnnBatchLayer`.
 """
 from .lmdb_io import LMDB_NAME, RecordReader, stage_lmdb_path
 from .records import LABELS, LANDMARK, NEGATIVE, PART, POSITIVE, decode_records, record_dtype, sample_dtype
