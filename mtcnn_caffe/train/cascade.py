@@ -178,15 +178,19 @@ def _train(size: int, pack_dir: Path, stage_dir: Path, weights: Path, options: C
 
 def evaluate_wider(weights: Path, gt: Path, images: Path, out: Path) -> dict[str, Any]:
     """Detect on the held-out WIDER images with the trained cascade and the official weights; AP (setting all)."""
+    return {"trained": evaluate_wider_ap(weights, gt, images, out / "trained"),
+            "official": evaluate_wider_ap(None, gt, images, out / "official")}
+
+
+def evaluate_wider_ap(weights_dir: Path | None, gt: Path, images: Path, out: Path) -> float:
+    """WIDER AP (setting ``all`` of a ``*_bbx_gt.txt``) of the cascade in ``weights_dir`` (None: the default
+    weights) on the images of ``gt``, detected with the official settings."""
     from ..evaluation.reports import wider_report
 
-    results = {}
-    for name, weights_dir in (("trained", weights), ("official", None)):
-        predictions = out / f"wider_{name}"
-        _detect_wider(weights_dir, gt, images, predictions)
-        report = wider_report(predictions, gt, out / name)
-        results[name] = report.summary.get("ap", report.line)
-    return results
+    predictions = out / "predictions"
+    _detect_wider(weights_dir, gt, images, predictions)
+    report = wider_report(predictions, gt, out)
+    return float(report.summary["ap"]["all"])
 
 
 def _detect_wider(weights_dir: Path | None, gt: Path, images: Path, predictions: Path) -> None:
