@@ -46,3 +46,21 @@ def test_held_out_events_are_split_from_the_annotation(tmp_path):
     items = read_wider_gt(test).items
     assert [i.name for i in items] == ["13--Interview/b.jpg", "13--Interview/c.jpg"]
     np.testing.assert_array_equal(items[1].attrs[1], [0, 0, 0, 1, 0, 0])
+
+
+def test_shipped_cascade_matches_its_manifest_and_finds_faces(shared_dir):
+    import hashlib
+    from pathlib import Path
+
+    import cv2
+
+    from mtcnn_caffe import MtcnnDetector
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "mtcnn_wider_subset"
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    for name, digest in manifest["files_sha256"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    assert manifest["command"].startswith("scripts/train_cascade.sh") and manifest["stages"]["48/train"]["iterations"]
+    image = cv2.imread(str(shared_dir / "data" / "faces_68pt" / "2008_002470.jpg"))
+    faces = MtcnnDetector(weights_dir=folder).detect(image)
+    assert len(faces) >= 1 and all(0.7 <= f.score <= 1 for f in faces)
