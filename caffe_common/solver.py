@@ -175,7 +175,7 @@ def effective_solver(config: TrainConfig, param: Any, snapshot_prefix: Path) -> 
     if param.train_net:
         out.train_net = str(train_net_path(solver_path, param))
     if param.net:
-        out.net = str(train_net_path(solver_path, param)) if not param.train_net else str(_resolve_net_path(solver_path, param.net))
+        out.net = str(_resolve_net_path(solver_path, param.net))
     for k, name in enumerate(param.test_net):
         out.test_net[k] = str(_resolve_net_path(solver_path, name))
     if config.max_iter is not None:

@@ -80,6 +80,15 @@ class StageRecipe:
     def stage(self) -> str:
         return STAGE_OF_SIZE[self.size]
 
+    @property
+    def batch_mix(self) -> str:
+        """The mix the data layer draws: classification-only training draws no part or landmark samples
+        (they carry no class label)."""
+        if self.tasks == "all":
+            return self.mix
+        neg, pos, _, _ = self.mix.split(":")
+        return f"{neg}:{pos}:0:0"
+
     def with_options(self, **changes: Any) -> "StageRecipe":
         """A copy with the given fields replaced (``None`` values ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -101,15 +110,9 @@ def _data_layer(L, recipe: StageRecipe, split: str):
     params = {"source": recipe.source or default_source(recipe.size), "batch_size": recipe.batch_size,
               "split": split}
     if split == "train":
-        params.update({"mix": recipe.mix if recipe.tasks == "all" else _cls_mix(recipe.mix), "seed": recipe.seed})
+        params.update({"mix": recipe.batch_mix, "seed": recipe.seed})
     return L.Python(ntop=5, python_param={"module": "mtcnn_caffe.train.layers", "layer": "MtcnnBatchLayer",
                                           "param_str": json.dumps(params)})
-
-
-def _cls_mix(mix: str) -> str:
-    """Classification-only training draws no part or landmark samples (they carry no class label)."""
-    neg, pos, _, _ = mix.split(":")
-    return f"{neg}:{pos}:0:0"
 
 
 def _python_loss(L, bottoms, layer: str, params: dict, weight: float):

@@ -67,7 +67,7 @@ def check_pack(pack: str | Path, size: int, recipe: StageRecipe) -> tuple[int, i
         if train_count < recipe.batch_size:
             raise StageError(f"--data {pack}: {train_count} training records, fewer than one batch of "
                              f"{recipe.batch_size} (generate more data or lower --batch)")
-        mix = Mix.parse(recipe.mix) if recipe.tasks == "all" else Mix.parse(recipe.mix.rsplit(":", 2)[0] + ":0:0")
+        mix = Mix.parse(recipe.batch_mix)
         try:
             BatchPlan(reader.read_labels(), train_count, mix, recipe.batch_size, source=str(reader.path))
         except BatchPlanError as exc:
