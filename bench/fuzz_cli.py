@@ -452,6 +452,82 @@ def add_voc_cases() -> None:
     c("out-below-file", "error", lambda t, fx: voc_eval()(t, fx)[:-2] + ["--out", str(write(t / "f", "x") / "o")])
 
 
+CREATE_XML = """<annotation><filename>{id}.png</filename><size><width>96</width><height>80</height></size>
+<object><name>dog</name><difficult>0</difficult><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>50</xmax><ymax>40</ymax></bndbox>
+</object></annotation>"""
+
+
+def create_data(xmls: dict | None = None, image_set: str | None = "000001\n000002\n", images: dict | None = None,
+                labels: str = "dog\ncat\n", extra: list[str] = ()) -> Callable:
+    """A two-image VOC folder (``xmls``/``images`` replace entries; None values leave a file out)."""
+    def build(tmp: Path, fx: Fixtures) -> list[str]:
+        voc = tmp / "voc"
+        write(voc / "labels.txt", labels)
+        if image_set is not None:
+            write(voc / "ImageSets/Main/train.txt", image_set)
+        for image_id, text in {"000001": CREATE_XML.format(id="000001"), "000002": CREATE_XML.format(id="000002"),
+                               **(xmls or {})}.items():
+            if text is not None:
+                write(voc / "Annotations" / f"{image_id}.xml", text)
+        for name, data in {"000001.png": png(96, 80), "000002.png": png(96, 80, seed=1), **(images or {})}.items():
+            if data is not None:
+                write(voc / "JPEGImages" / name, data)
+        return ["create-data", "--voc", str(voc), "--split", "train", "--out", str(tmp / "out"), "--no-progress",
+                *[a.format(tmp=tmp) for a in extra]]
+    return build
+
+
+def add_create_data_cases() -> None:
+    c = lambda id, expect, build, **kw: case(f"ssd-create-data-{id}", "ssd-mobilenet create-data", SSD, expect, build,
+                                             **kw)
+    no_out = ("out/train_lmdb", "out/train_name_size.txt", "out/labelmap.prototxt")
+    xml = CREATE_XML.format(id="000002")
+    c("ok", "ok", create_data())
+    c("ok-one-worker", "ok", create_data(extra=["--workers", "1"]))
+    c("unknown-class", "skips", create_data({"000002": xml.replace(">dog<", ">dragon<")}))
+    c("degenerate-box", "skips", create_data({"000002": xml.replace("<xmax>50</xmax>", "<xmax>5</xmax>")}))
+    c("box-outside", "skips", create_data({"000002": xml.replace("<xmin>10</xmin>", "<xmin>1e300</xmin>")}))
+    c("box-nan", "skips", create_data({"000002": xml.replace("<xmin>10</xmin>", "<xmin>nan</xmin>")}))
+    c("xml-malformed", "skips", create_data({"000002": "<annotation><object>"}))
+    c("xml-garbage", "skips", create_data({"000002": GARBAGE.decode("latin-1")}))
+    c("xml-missing", "skips", create_data({"000002": None}))
+    c("image-missing", "skips", create_data(images={"000002.png": None}))
+    c("image-garbage", "skips", create_data(images={"000002.png": GARBAGE}))
+    c("image-png-header-50000x50000", "skips", create_data(images={"000002.png": png_header_only(50000, 50000)}))
+    c("no-objects", "skips", create_data({"000002": "<annotation><filename>000002.png</filename></annotation>"}))
+    c("set-missing", "error", create_data(image_set=None), absent=no_out)
+    c("set-empty", "error", create_data(image_set="\n"), absent=no_out)
+    c("set-unknown-name", "error", create_data(extra=["--split", "val"]), absent=no_out)
+    c("nothing-usable", "error", create_data({"000001": "<a", "000002": None}), absent=no_out)
+    c("labels-duplicate", "error", create_data(labels="dog\ncat\ndog\n"), absent=no_out)
+    c("labels-empty", "error", create_data(labels="\n"), absent=no_out)
+    c("labels-binary", "error", create_data(extra=["--labels", "{tmp}/voc/JPEGImages/000001.png"]), absent=no_out)
+    c("labelmap-garbage", "error", lambda t, fx: create_data(extra=["--labels", str(write(
+        t / "l.prototxt", "item { label: zz"))])(t, fx), absent=no_out)
+    c("split-traversal", "error", create_data(extra=["--split", "../x"]))
+    c("workers-zero", "error", create_data(extra=["--workers", "0"]), absent=no_out)
+    c("out-is-file", "error", lambda t, fx: create_data()(t, fx)[:-3] + ["--out", str(write(t / "f", "x")),
+                                                                          "--no-progress"])
+    c("voc-missing", "error", lambda t, fx: ["create-data", "--voc", str(t / "nope"), "--split", "train",
+                                               "--out", str(t / "out")], absent=no_out)
+    c("coco-garbage", "error", lambda t, fx: ["create-data", "--coco", str(write(t / "i.json", GARBAGE)), "--images",
+                                                str(t), "--split", "val", "--out", str(t / "out")])
+    c("coco-no-categories", "error", lambda t, fx: ["create-data", "--coco", str(write(t / "i.json", '{"images": []}')),
+                                                      "--images", str(t), "--split", "val", "--out", str(t / "out")])
+    c("coco-without-images-option", "error", lambda t, fx: ["create-data", "--coco", str(write(t / "i.json", "{}")),
+                                                              "--split", "val", "--out", str(t / "out")])
+    c("coco-ok", "ok", lambda t, fx: ["create-data", "--coco", str(write(t / "i.json", json.dumps({
+        "images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 5, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, 30, 40]}]}))),
+        "--images", str(write(t / "img" / "a.png", png(64, 48)).parent), "--split", "val", "--out", str(t / "out")])
+    c("coco-bad-annotations", "skips", lambda t, fx: ["create-data", "--coco", str(write(t / "i.json", json.dumps({
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "../../etc/passwd"}, "x"],
+        "categories": [{"id": 5, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, "w", None]}, 7,
+                        {"id": 2, "image_id": 1, "category_id": 5, "bbox": [1e308, 1e308, 1e308, 1e308]}]}))),
+        "--images", str(write(t / "img" / "a.png", png(64, 48)).parent), "--split", "val", "--out", str(t / "out")])
+
+
 # ----------------------------------------------------------------------------- detect / demo
 def detect(*args: str, images: dict | None = None) -> Callable:
     def build(tmp: Path, fx: Fixtures) -> list[str]:
@@ -739,6 +815,7 @@ def build_cases() -> list[Case]:
         add_fddb_cases()
         add_landmark_cases()
         add_voc_cases()
+        add_create_data_cases()
         add_detect_cases("detect", "mtcnn-caffe detect", MTCNN, ["detect", "--no-progress"])
         add_detect_cases("demo", "scripts/demo.py", script("scripts/demo.py"), [])
         add_merge_variants()

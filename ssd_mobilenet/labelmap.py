@@ -86,18 +86,22 @@ def load_labelmap(path: str | Path, num_classes: int | None = None) -> list[Labe
     return items
 
 
-def labelmap_text(class_names: Sequence[str]) -> str:
-    """A label map with the background as label 0 and ``class_names`` as labels 1, 2, ..."""
+def labelmap_text(class_names: Sequence[str], display_names: Sequence[str] | None = None) -> str:
+    """A label map with the background as label 0 and ``class_names`` as labels 1, 2, ...
+    (``display_names``, one per class, default the names themselves)."""
     from google.protobuf import text_format
 
+    displays = list(class_names) if display_names is None else list(display_names)
+    if len(displays) != len(class_names):
+        raise ValueError(f"{len(class_names)} class names but {len(displays)} display names")
     labelmap = _caffe_pb2().LabelMap()
-    for label, name in enumerate(["background", *class_names]):
+    for label, (name, display) in enumerate(zip(["none_of_the_above", *class_names], ["background", *displays])):
         item = labelmap.item.add()
-        item.name, item.label, item.display_name = ("none_of_the_above" if label == 0 else name), label, name
+        item.name, item.label, item.display_name = name, label, display
     return text_format.MessageToString(labelmap, as_utf8=True)
 
 
-def write_labelmap(path: str | Path, class_names: Sequence[str]) -> Path:
+def write_labelmap(path: str | Path, class_names: Sequence[str], display_names: Sequence[str] | None = None) -> Path:
     """Write :func:`labelmap_text` atomically; refuses empty, duplicate or blank class names."""
     names = list(class_names)
     if not names:
@@ -105,7 +109,7 @@ def write_labelmap(path: str | Path, class_names: Sequence[str]) -> Path:
     if any(not name.strip() for name in names):
         raise LabelMapError(f"{path}: a class name is blank")
     _refuse_duplicates(path, "class name", ["none_of_the_above", *names])
-    return write_text_atomic(path, labelmap_text(names))
+    return write_text_atomic(path, labelmap_text(names, display_names))
 
 
 def _refuse_duplicates(path: str | Path, what: str, values: Sequence) -> None:

@@ -1,0 +1,106 @@
+"""An ordered parallel map over spawned worker processes, for per-item work (decoding, encoding) whose
+results the main process consumes in input order (e.g. to write a database sequentially).
+
+Workers are *spawned*, not forked (Caffe/OpenBLAS threads do not survive a fork), run with
+single-threaded BLAS and ignore SIGINT, so a Ctrl-C reaches only the main process, which stops them.
+At most ``in_flight`` items are submitted ahead of the one being consumed, so memory stays bounded
+whatever the input size. A worker that dies (out of memory, a native crash) raises
+:class:`WorkerDiedError` naming how it ended, never a hang.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended abruptly (the message says how and what to try)."""
+
+
+def default_workers() -> int:
+    """The cores this process may use (``os.cpu_count()`` where affinity is unknown)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@contextmanager
+def _spawn_environment() -> Iterator[None]:
+    """While workers start: single-threaded BLAS and SIGINT ignored, which they inherit."""
+    saved = {key: os.environ.get(key) for key in _SINGLE_THREAD_ENV}
+    os.environ.update({key: "1" for key in _SINGLE_THREAD_ENV})
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _death_cause(processes: list[Any]) -> str:
+    causes = set()
+    for process in processes:
+        code = process.exitcode
+        if code not in (None, 0, -signal.SIGTERM):
+            causes.add(f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
+    return ", ".join(sorted(causes)) or "ended abruptly"
+
+
+def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
+                initializer: Callable[[], None] | None = None, in_flight: int | None = None) -> Iterator[R]:
+    """``func(item)`` for every item, yielded in input order; ``workers > 1`` runs them in spawned processes.
+
+    ``func`` and ``initializer`` must be importable module-level functions (they are pickled). With
+    ``workers <= 1`` everything runs here, in this process (``initializer`` is not called). An
+    exception raised by ``func`` is re-raised here; the pool is stopped on any error or interrupt.
+    """
+    if workers <= 1:
+        yield from map(func, items)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    ahead = in_flight or 4 * workers
+    executor = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer)
+    todo = iter(items)
+    pending: deque = deque()
+    try:
+        with _spawn_environment():  # the first submissions start the workers
+            pending.extend(executor.submit(func, item) for item in itertools.islice(todo, ahead))
+        while pending:
+            future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                processes = list((getattr(executor, "_processes", None) or {}).values())
+                raise WorkerDiedError(
+                    f"a worker process died ({_death_cause(processes)}); the usual causes are running out of "
+                    "memory (SIGKILL) and a crash in native code (SIGABRT, SIGSEGV); try fewer workers") from None
+            pending.extend(executor.submit(func, item) for item in itertools.islice(todo, 1))
+            yield result
+    except BaseException:
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    executor.shutdown(wait=True)
