@@ -228,6 +228,7 @@ _PROBE_FORMAT = "1"  # bump when what a cached probe means changes
 _FAILED_PROBES: dict[str, NetProbeError] = {}
 _GLOG_FATAL = re.compile(r"^[FE]\d+\s+[\d:.]+\s+\d+\s+(\S+:\d+)\]\s?(.*)$")
 _LAYER_IN_MESSAGE = re.compile(r"layer '([^']+)'")
+_LAYER_SOURCE = re.compile(r"\[(\w+)_layer\.cpp:\d+\]$")
 
 
 def probe_cache_dir() -> Path:
@@ -300,15 +301,16 @@ def probe_net(prototxt: str | Path, weights: str | Path | None = None, phase: in
     layers = phase_layers(net, phase)
     python_layers = [layer for layer in layers if layer.type == "Python"]
     key = _probe_key(prototxt, weights, phase, python_layers)
-    if key in _FAILED_PROBES:
-        raise _FAILED_PROBES[key]
+    failed_key = f"{key} {prototxt} {weights}"  # a remembered failure's message names these paths
+    if failed_key in _FAILED_PROBES:
+        raise _FAILED_PROBES[failed_key]
     marker = probe_cache_dir() / key
     if marker.is_file():
         return
     try:
         _run_probe(prototxt, weights, phase, net, layers, full_import=bool(python_layers))
     except NetProbeError as exc:
-        _FAILED_PROBES[key] = exc
+        _FAILED_PROBES[failed_key] = exc
         raise
     from .atomic import write_bytes_atomic
 
@@ -372,10 +374,22 @@ def _run_probe(prototxt: Path, weights: Path | None, phase: int, net: Any, layer
     if named and named.group(1) in by_name:
         layer = by_name[named.group(1)]
     else:
-        layer = _failing_layer(net, layers, phase, full_import)
+        layer = _only_layer_of_source(message, layers) or _failing_layer(net, layers, phase, full_import)
     where = f"layer '{layer.name}' ({layer.type}): " if layer is not None else ""
     raise NetProbeError(f"{prototxt}: Caffe cannot build this net: {where}{message}",
                         layer.name if layer is not None else None)
+
+
+def _only_layer_of_source(message: str, layers: Sequence[Any]) -> Any | None:
+    """The failing layer when Caffe's message names its source file ``<type>_layer.cpp`` (snake case,
+    e.g. ``detection_output_layer.cpp``) and exactly one layer of the net has that type; else None.
+    Saves the prefix search of :func:`_failing_layer` (one net build per layer) where the answer is certain."""
+    match = _LAYER_SOURCE.search(message)
+    if not match:
+        return None
+    kind = match.group(1).replace("_", "")
+    candidates = [layer for layer in layers if layer.type.lower() == kind]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _failing_layer(net: Any, layers: Sequence[Any], phase: int, full_import: bool) -> Any | None:

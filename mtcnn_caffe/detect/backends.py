@@ -7,7 +7,8 @@ Both take BGR images and return the nets' outputs by blob name
 (:data:`mtcnn_caffe.nets.deploy.OUTPUT_BLOBS`); the input convention (RGB,
 ``(x - 127.5) / 128``, spatially transposed) is applied in one place,
 :func:`mtcnn_caffe.net_input.images_to_blob`. Outputs keep the nets' layout:
-P-Net maps are ``(C, X, Y)`` (first spatial axis = image x).
+P-Net maps are ``(C, X, Y)`` (first spatial axis = image x). The engines themselves (feeding a
+blob, reading outputs) are :mod:`caffe_common.backends`, shared with the SSD detector.
 """
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from caffe_common.backends import BACKENDS, BlobNet, check_backend, read_opencv_net  # noqa: F401 (BACKENDS: re-exported)
+from caffe_common.model_files import CaffeModelError
+
 from ..net_input import images_to_blob
 from ..nets.deploy import OUTPUT_BLOBS
 from ..nets.weights import WeightsMismatchError, check_weights, load_stage_net, stage_files
 
-BACKENDS = ("caffe", "opencv")
 #: Crops per forward pass of R-Net / O-Net, per backend. Caffe: large batches (bound the memory of
 #: crowded images); its inner-product layers round differently with the batch size (~1e-7), so these
 #: stay as they are. OpenCV DNN: small chunks keep a chunk's activations in cache (16 x 16 R-Net crops
@@ -33,34 +36,24 @@ class StageNet:
     """One stage (``det1``/``det2``/``det3``) of the cascade on one backend."""
 
     def __init__(self, weights_dir: str | Path, stage: str, backend: str = "caffe"):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        self.stage, self.backend = stage, backend
+        self.stage, self.backend = stage, check_backend(backend)
         prototxt, caffemodel = stage_files(weights_dir, stage)
         self.outputs = OUTPUT_BLOBS[stage]
         #: Crops per forward pass (:data:`BATCH_LIMITS` when the net is made; P-Net: one image).
         self.batch_limit = BATCH_LIMITS[backend].get(stage, 1)
         if backend == "caffe":  # checked in Python and in a probe process: Caffe aborts on bad files
-            self._net = load_stage_net(prototxt, caffemodel)
-            missing = [b for b in self.outputs if b not in self._net.blobs]
+            net = load_stage_net(prototxt, caffemodel)
         else:
             check_weights(prototxt, caffemodel)  # the same checks, so both backends refuse the same files
-            self._net = _read_opencv_net(prototxt, caffemodel)
-            missing = [b for b in self.outputs if b not in self._net.getLayerNames()]
+            net = _read_opencv_net(prototxt, caffemodel)
+        self._net = BlobNet(net, backend)
+        missing = [b for b in self.outputs if not self._net.has_output(b)]
         if missing:
             raise ValueError(f"{prototxt}: stage {stage} needs output blobs {missing} (see mtcnn_caffe/nets/deploy.py)")
 
     def forward_blob(self, blob: np.ndarray) -> dict[str, np.ndarray]:
         """Run one already-converted input blob ``(N, 3, W, H)``; outputs by name (copies)."""
-        if self.backend == "caffe":
-            data = self._net.blobs["data"]
-            data.reshape(*blob.shape)
-            data.data[...] = blob
-            out = self._net.forward(blobs=list(self.outputs))
-            return {name: np.array(out[name], copy=True) for name in self.outputs}
-        self._net.setInput(blob)
-        values = self._net.forward(list(self.outputs))
-        return {name: np.asarray(v) for name, v in zip(self.outputs, values)}
+        return self._net.forward(blob, self.outputs)
 
     def forward_images(self, images_bgr: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``(N, H, W, 3)`` BGR crops in chunks of :attr:`batch_limit`; outputs concatenated."""
@@ -71,15 +64,11 @@ class StageNet:
 
 
 def _read_opencv_net(prototxt: Path, caffemodel: Path) -> Any:
-    """``cv2.dnn.readNetFromCaffe``; its ``cv2.error`` (a layer OpenCV lacks, a file it reads otherwise
-    than Caffe) becomes :class:`WeightsMismatchError` naming the files and OpenCV's reason."""
-    import cv2
-
+    """:func:`caffe_common.backends.read_opencv_net`, its error as :class:`WeightsMismatchError`."""
     try:
-        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
-    except cv2.error as exc:
-        reason = " ".join(str(getattr(exc, "err", "") or exc).split())
-        raise WeightsMismatchError(f"{caffemodel} vs {prototxt}: OpenCV DNN cannot read this model: {reason}") from exc
+        return read_opencv_net(prototxt, caffemodel)
+    except CaffeModelError as exc:
+        raise WeightsMismatchError(str(exc)) from exc
 
 
 #: glibc ``mallopt`` parameters: allocations up to 32 MiB come from the heap (not a fresh mmap), and

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
 
 import numpy as np
 
-from caffe_common.atomic import atomic_path, write_text_atomic
-from caffe_common.batch import (DRAWING_EXTENSIONS, InputImage, RunSummary, check_json_output, check_output_dir,
-                                expand_inputs, run_batch)
+from caffe_common.atomic import write_text_atomic
+from caffe_common.batch import InputImage, RunSummary, check_json_output, check_output_dir, expand_inputs, run_batch
+from caffe_common.drawing import checked_drawing_path, draw_box, drawing_path, line_thickness, save_drawing
 from caffe_common.images import read_image
 
 if TYPE_CHECKING:  # the detector imports cv2: only for the annotations
@@ -57,32 +57,18 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     import cv2
 
     canvas = image.copy()
-    thickness = max(1, round(max(image.shape[:2]) / 500))
+    thickness = line_thickness(image)
     for face in faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
-        cv2.putText(canvas, f"{face.score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, (0, 255, 0), thickness, cv2.LINE_AA)
+        draw_box(canvas, face.box, f"{face.score:.2f}", (0, 255, 0), thickness)
         for x, y in face.landmarks:
             cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, (0, 0, 255), -1)
     return canvas
 
 
-def drawing_path(out_dir: str | Path, out_name: str) -> Path:
-    """``out_dir/<out_name>``, as ``.png`` unless the extension is one drawings keep (JPEG, PNG, ...)."""
-    target = Path(out_dir) / out_name
-    return target if target.suffix.lower() in DRAWING_EXTENSIONS else target.with_suffix(".png")
-
-
 def write_drawing(out_dir: str | Path, out_name: str, image: np.ndarray, faces: Sequence[Face]) -> Path:
-    """Save the drawn image as :func:`drawing_path` atomically (the format follows the extension)."""
-    import cv2
-
-    target = drawing_path(out_dir, out_name)
-    with atomic_path(target, suffix=target.suffix) as tmp:  # OpenCV picks the format from the extension
-        if not cv2.imwrite(str(tmp), draw_faces(image, faces)):
-            raise OSError(f"{target}: cannot write image")
-    return target
+    """Save the drawn image as :func:`~caffe_common.drawing.drawing_path` atomically (the format follows
+    the extension)."""
+    return save_drawing(drawing_path(out_dir, out_name), draw_faces(image, faces))
 
 
 # --------------------------------------------------------------------------- the run
@@ -140,9 +126,8 @@ def face_job(detector: MtcnnDetector, images: Sequence[InputImage], wider_out: s
             owner = wider_owner[wider_result_path(wider_out, item.path)]
             if owner != item.path:
                 raise ValueError(f"its WIDER result file would replace that of {owner} (same folder name and stem)")
-        drawing = drawing_path(draw_out, item.out_name) if draw_out else None
-        if drawing and drawing.resolve() in inputs:
-            raise ValueError(f"its drawing would replace an input image ({drawing}); choose another output folder")
+        if draw_out:
+            checked_drawing_path(draw_out, item.out_name, inputs)
         image = read_image(item.path)
         faces = detector.detect(image)
         if wider_out:
