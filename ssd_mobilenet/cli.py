@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser(
         "ssd-mobilenet",
-        "MobileNet-SSD object detection on real Caffe: generate networks, evaluate, export (training and detection: planned).",
+        "MobileNet-SSD object detection on real Caffe: generate networks, detect, evaluate, export (training: planned).",
         commands, caffe_common.commands,
     )
     return run(parser, argv)
