@@ -163,6 +163,25 @@ net.save(sys.argv[2])
 """
 
 
+SSD_SCRIPT = """
+import sys
+import numpy as np
+from caffe_common.env import import_caffe
+from ssd_mobilenet.model import SsdModelConfig, net_text
+caffe = import_caffe()
+open(sys.argv[1], "w").write(net_text(SsdModelConfig(3), "deploy"))
+net = caffe.Net(sys.argv[1], caffe.TEST)
+rng = np.random.default_rng(0)
+for name, blobs in net.params.items():
+    for blob in blobs:
+        blob.data[...] = rng.normal(0, 0.05, blob.data.shape)
+    if net.layer_dict[name].type == "BatchNorm":
+        blobs[1].data[...] = 1.0
+        blobs[2].data[...] = 1.0
+net.save(sys.argv[2])
+"""
+
+
 class Fixtures:
     """Valid inputs built once per run (a BN model with weights, a tiny WIDER set, a landmark set, packed data)."""
 
@@ -183,6 +202,17 @@ class Fixtures:
             subprocess.run([PYTHON, "-c", WEIGHTS_SCRIPT, str(model), str(weights)], cwd=REPO, check=True,
                            capture_output=True, timeout=300)
         self._once("bn", make)
+        return model, weights
+
+    def ssd_model(self) -> tuple[Path, Path]:
+        """A generated 3-class MobileNet-SSD deploy net with random weights."""
+        model, weights = self.root / "ssd" / "deploy.prototxt", self.root / "ssd" / "random.caffemodel"
+
+        def make() -> None:
+            model.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([PYTHON, "-c", SSD_SCRIPT, str(model), str(weights)], cwd=REPO, check=True,
+                           capture_output=True, timeout=300)
+        self._once("ssd", make)
         return model, weights
 
     def wider(self) -> tuple[Path, Path]:
@@ -608,6 +638,115 @@ def add_detect_cases(prefix: str, cli: str, command: list[str], head: list[str])
                                   images={f"i{k}.png": png(640, 480, seed=k) for k in range(40)}), interrupt_after=6)
 
 
+# ----------------------------------------------------------------------------- ssd-mobilenet detect / SSD demo
+def ssd_detect(*args: str, images: dict | None = None, inputs: tuple[str, ...] = ("{tmp}/a.png",),
+               model: Callable[[str], str | bytes] | None = None, weights: Callable[[bytes], bytes] | None = None,
+               head: tuple[str, ...] = ()) -> Callable:
+    """``head``, ``--model``/``--weights`` (the fixture's SSD net, or what ``model``/``weights`` make of it),
+    ``args``, then the input images (written from ``images``, default one noise PNG)."""
+    def build(tmp: Path, fx: Fixtures) -> list[str]:
+        good_model, good_weights = fx.ssd_model()
+        m = write(tmp / "deploy.prototxt", (model or (lambda text: text))(good_model.read_text()))
+        w = write(tmp / "w.caffemodel", (weights or (lambda data: data))(good_weights.read_bytes()))
+        for name, data in ({"a.png": png(96, 80)} if images is None else images).items():
+            write(tmp / name, data)
+        return [*head, "--model", str(m), "--weights", str(w), *[a.format(tmp=tmp) for a in (*args, *inputs)]]
+    return build
+
+
+def _after(text: str, marker: str, old: str, new: str) -> str:
+    """``text`` with the first ``old`` after ``marker`` replaced."""
+    at = text.index(old, text.index(marker))
+    return text[:at] + new + text[at + len(old):]
+
+
+def add_ssd_detect_cases(prefix: str, cli: str, command: list[str], head: list[str]) -> None:
+    c = lambda id, expect, build, **kw: case(f"{prefix}-{id}", cli, command, expect, build, **kw)
+    demo = prefix == "demo-ssd"
+    out = ("--draw", "{tmp}/drawn") if demo else ("--json", "{tmp}/out.jsonl")
+    d = lambda *args, **kw: ssd_detect(*out, *args, head=tuple(head), **kw)
+    no_out = ("out.jsonl", "drawn")
+    heads_mismatch = lambda text: _after(text, 'name: "conv11_mbox_conf_new"', "num_output: 9", "num_output: 12")
+    c("ok", "ok", d())
+    c("opencv-ok", "ok", d("--backend", "opencv"))
+    c("zoo-res10", "ok", lambda t, fx: [write(t / "a.png", png(96, 80))] and [*head, *out, "--model-zoo", "res10",
+                                                                               str(t / "a.png")])
+    c("corrupt-image", "skips", d(inputs=("{tmp}/c.jpg",), images={"c.jpg": GARBAGE}))
+    c("ok-and-bad", "skips", d(inputs=("{tmp}/a.png", "{tmp}/b.jpg"), images={"a.png": png(64, 64), "b.jpg": GARBAGE}))
+    c("heads-priors-mismatch", "error", d(model=heads_mismatch), absent=no_out)
+    c("interrupt", "interrupt", d(inputs=tuple(f"{{tmp}}/i{k}.png" for k in range(60)),
+                                  images={f"i{k}.png": png(640, 480, seed=k) for k in range(60)}), interrupt_after=6)
+    c("model-garbage-text", "error", d(model=lambda text: "layer { name: oops"), absent=no_out)
+    if demo:
+        c("out-below-file", "error", lambda t, fx: [write(t / "f", "x")] and ssd_detect(
+            "--draw", "{tmp}/f/sub", head=tuple(head))(t, fx))
+        return
+    c("gray", "ok", d(inputs=("{tmp}/g.png",), images={"g.png": png(80, 80, channels=1)}))
+    c("rgba", "ok", d(inputs=("{tmp}/r.png",), images={"r.png": png(80, 80, channels=4)}))
+    c("16bit", "ok", d(inputs=("{tmp}/w.png",), images={"w.png": png(80, 80, depth=16)}))
+    c("1x1", "ok", d(inputs=("{tmp}/t.png",), images={"t.png": png(1, 1)}))
+    c("1x4000", "ok", d(inputs=("{tmp}/t.png",), images={"t.png": png(4000, 1)}))
+    c("size-wxh", "ok", d("--size", "200x160"))
+    c("labels-names-file", "ok", d("--labels", "{tmp}/l.txt", images={"a.png": png(96, 80), "l.txt": "cat\ndog\n"}))
+    c("missing-image", "skips", d(inputs=("{tmp}/nope.jpg",)))
+    c("empty-image", "skips", d(inputs=("{tmp}/e.jpg",), images={"e.jpg": b""}))
+    c("text-as-image", "skips", d(inputs=("{tmp}/x.jpg",), images={"x.jpg": "hello"}))
+    c("png-header-50000x50000", "skips", d(inputs=("{tmp}/h.png",), images={"h.png": png_header_only(50000, 50000)}))
+    c("empty-folder", "error", lambda t, fx: (t / "empty").mkdir() or d(inputs=("{tmp}/empty",))(t, fx))
+    c("list-empty", "error", d(inputs=("@{tmp}/l.txt",), images={"l.txt": ""}))
+    c("list-with-missing-entry", "skips", d(inputs=("@{tmp}/l.txt",), images={"l.txt": "a.png\nnope.png\n",
+                                                                               "a.png": png(64, 64)}))
+    c("model-missing", "error", lambda t, fx: with_option(d()(t, fx), "--model", t / "nope.prototxt"), absent=no_out)
+    c("weights-missing", "error", lambda t, fx: with_option(d()(t, fx), "--weights", t / "nope.caffemodel"),
+      absent=no_out)
+    c("model-binary", "error", d(model=lambda text: GARBAGE), absent=no_out)
+    c("model-empty", "error", d(model=lambda text: ""), absent=no_out)
+    c("model-and-weights-swapped", "error", lambda t, fx: with_option(with_option(
+        d()(t, fx), "--model", t / "w.caffemodel"), "--weights", t / "deploy.prototxt"), absent=no_out)
+    c("weights-garbage", "error", d(weights=lambda data: GARBAGE), absent=no_out)
+    c("weights-empty", "error", d(weights=lambda data: b""), absent=no_out)
+    c("weights-truncated", "error", d(weights=lambda data: data[:5000]), absent=no_out)
+    c("weights-other-net", "error", lambda t, fx: with_option(d()(t, fx), "--weights", fx.bn_model()[1]),
+      absent=no_out)
+    c("no-detection-output", "error", d(model=lambda text: text.split('layer {\n  name: "detection_out"')[0]),
+      absent=no_out)
+    c("heads-priors-mismatch-opencv", "error", d("--backend", "opencv", model=heads_mismatch), absent=no_out)
+    c("loc-head-mismatch", "error", d(model=lambda text: _after(text, 'name: "conv13_mbox_loc"', "num_output: 24",
+                                                                "num_output: 20")), absent=no_out)
+    c("num-classes-mismatch", "error", d(model=lambda text: text.replace("num_classes: 3", "num_classes: 5")),
+      absent=no_out)
+    c("input-1-channel", "error", d(model=lambda text: text.replace("dim: 3", "dim: 1", 1)), absent=no_out)
+    c("input-dim-zero", "error", d(model=lambda text: text.replace("dim: 300", "dim: 0", 1)), absent=no_out)
+    c("unknown-layer-type", "error", d(model=lambda text: text.replace('type: "ReLU"', 'type: "NoSuchLayer"', 1)),
+      absent=no_out)
+    c("undefined-bottom", "error", d(model=lambda text: text.replace('bottom: "conv0"', 'bottom: "nothing"', 1)),
+      absent=no_out)
+    c("model-without-weights", "error", lambda t, fx: [x for x in d()(t, fx) if x != "--weights" and
+                                                       not x.endswith("w.caffemodel")], absent=no_out)
+    c("zoo-and-model", "error", d("--model-zoo", "res10"), absent=no_out)
+    c("zoo-unknown", "error", lambda t, fx: [*head, *out, "--model-zoo", "nope", str(write(t / "a.png", png(8, 8)))])
+    for option, values in (("--mean", ("1", "2")), ("--mean", ("nan", "1", "1")), ("--scale", ("0",)),
+                           ("--scale", ("nan",)), ("--scale", ("-1",)), ("--size", ("0",)), ("--size", ("5000",)),
+                           ("--size", ("3x",)), ("--size", ("300x300x3",)), ("--conf", ("2",)), ("--conf", ("nan",)),
+                           ("--backend", ("tensorrt",))):
+        c(f"{option[2:]}-{'-'.join(values)}", "error", d(option, *values), absent=no_out)
+    c("labels-missing", "error", d("--labels", "{tmp}/nope.txt"), absent=no_out)
+    c("labels-wrong-count", "error", d("--labels", "{tmp}/l.txt", images={"a.png": png(8, 8), "l.txt": "a\nb\nc\nd\n"}),
+      absent=no_out)
+    c("labels-binary", "error", d("--labels", "{tmp}/l.txt", images={"a.png": png(8, 8), "l.txt": GARBAGE}),
+      absent=no_out)
+    c("labelmap-garbage", "error", d("--labels", "{tmp}/l.prototxt", images={"a.png": png(8, 8),
+                                                                           "l.prototxt": "item { name: oops"}),
+      absent=no_out)
+    c("json-is-folder", "error", lambda t, fx: (t / "j").mkdir() or with_option(d()(t, fx), "--json", t / "j"))
+    c("json-below-file", "error", lambda t, fx: with_option(d()(t, fx), "--json", t / "a.png" / "out.jsonl"))
+    c("json-exists", "error", lambda t, fx: [write(t / "out.jsonl", '{"image": "x"}\n')] and d()(t, fx))
+    c("resume-json-garbage", "error", lambda t, fx: [write(t / "out.jsonl", GARBAGE)] and d("--resume")(t, fx))
+    c("resume-without-json", "error", lambda t, fx: [x for x in d("--resume")(t, fx) if x != "--json" and
+                                                     not x.endswith("out.jsonl")])
+    c("draw-below-file", "error", d("--draw", "{tmp}/a.png/d"))
+
+
 # ----------------------------------------------------------------------------- merge-bn
 def merge(*args: str, model: str | bytes | None = None, weights: bytes | None = None) -> Callable:
     def build(tmp: Path, fx: Fixtures) -> list[str]:
@@ -818,6 +957,8 @@ def build_cases() -> list[Case]:
         add_create_data_cases()
         add_detect_cases("detect", "mtcnn-caffe detect", MTCNN, ["detect", "--no-progress"])
         add_detect_cases("demo", "scripts/demo.py", script("scripts/demo.py"), [])
+        add_ssd_detect_cases("ssd-detect", "ssd-mobilenet detect", SSD, ["detect", "--no-progress"])
+        add_ssd_detect_cases("demo-ssd", "scripts/demo.py (SSD)", script("scripts/demo.py"), [])
         add_merge_variants()
         add_doctor_cases()
         add_generator_cases()
@@ -919,6 +1060,9 @@ def run_cases(cases: list[Case], jobs: int = 2, progress: bool = True) -> list[O
                for c in cases):
             fx.bn_model() if any("merge" in c.cli for c in cases) else None
             fx.packed_source() if any("gen_net_imdb" in c.cli for c in cases) else None
+        if any(c.id.startswith(("ssd-detect-", "demo-ssd-")) for c in cases):  # built once, before the threads
+            fx.ssd_model()
+            fx.bn_model() if any(c.id == "ssd-detect-weights-other-net" for c in cases) else None
         results: list[Outcome] = []
 
         def one(c: Case) -> Outcome:

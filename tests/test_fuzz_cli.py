@@ -1,7 +1,7 @@
 """A fast subset of the CLI fuzz harness (bench/fuzz_cli.py): the same case definitions, real CLIs in
 subprocesses with a timeout and a memory limit. No abort, no traceback, no runaway, no silent wrong result.
 
-``ENABLED`` holds a sample of every CLI's cases (evaluators, detect, demo, merge-bn, generators,
+``ENABLED`` holds a sample of every CLI's cases (evaluators, detect, demo, SSD detect, merge-bn, generators,
 interruptions); ``FULL_RUN_ONLY`` names more that pass but are kept out of ``make test`` for time. Run all
 of them (290+) with ``python bench/fuzz_cli.py``; the counts of the last run are in ``bench/RESULTS.md``.
 """
@@ -41,10 +41,13 @@ ENABLED = [
     "detect-list-empty", "detect-interrupt", "demo-interrupt", "merge-bn-undefined-bottom",
     "merge-bn-runs-negative", "merge-bn-image-scale-nan", "gen12-interrupt", "genlm-list-empty",
     "imdb-data-empty-folder",
+    # ssd-mobilenet detect / SSD demo: SSD heads that do not fit the priors (a Caffe abort), a bad image in a batch
+    "ssd-detect-heads-priors-mismatch", "ssd-detect-ok-and-bad", "demo-ssd-corrupt-image",
 ]
 FULL_RUN_ONLY = [
     "detect-png-header-50000x50000", "detect-weights-garbage-caffemodel", "merge-bn-input-dim-zero",
     "merge-bn-out-model-below-file", "gen12-anno-empty", "merge-bn-tolerance-negative",
+    "ssd-detect-interrupt", "ssd-detect-weights-truncated", "ssd-detect-loc-head-mismatch",
 ]
 
 
