@@ -77,6 +77,7 @@ class TrainConfig:
     validate_every: int = 0                     # 0: no validation
     validation_columns: Sequence[str] = ()
     progress: bool = True
+    drop_solver_tests: bool = False             # the validation callback replaces Caffe's own test phase
 
 
 @dataclass
@@ -184,6 +185,10 @@ def effective_solver(config: TrainConfig, param: Any, snapshot_prefix: Path) -> 
         out.base_lr = config.base_lr
     if config.seed is not None:
         out.random_seed = config.seed
+    if config.drop_solver_tests:          # no test nets built, no TestAll() inside step()
+        del out.test_net[:], out.test_iter[:], out.test_state[:]
+        out.ClearField("test_interval")
+        out.ClearField("test_initialization")
     out.snapshot = 0                      # this loop snapshots (atomically)
     out.snapshot_after_train = False
     out.snapshot_prefix = str(snapshot_prefix)
@@ -449,6 +454,8 @@ def train(config: TrainConfig, validate: Validator | None = None,
     from .model_files import TRAIN_PHASE, CaffeModelError, probe_net, read_net_prototxt
 
     caffe = import_caffe()
+    import gc
+    gc.collect()  # a net of an earlier run still alive in a cycle would share Caffe's DataReader thread and hang this one
     out_dir = prepare_out_dir(config.out_dir)
     param = read_solver(config.solver)
     net_path = train_net_path(Path(config.solver), param)

@@ -64,3 +64,40 @@ class ConstantGradientLoss(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         bottom[0].diff[...] = top[0].diff[0]
+
+
+class JitteredGroundTruthDetections(caffe.Layer):
+    """A stand-in detector for evaluation tests: ``DetectionOutput``-format rows made from the
+    ``AnnotatedData`` label rows of the batch (``[item, label, instance, x1, y1, x2, y2, difficult]``):
+    most objects found with a jittered box, some twice, some missed, plus false positives. Seeded by
+    the forward count, so a run is reproducible."""
+
+    def setup(self, bottom, top):
+        self.calls = 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(1, 1, 1, 7)   # the real size is set in forward (as DetectionOutput does)
+
+    def forward(self, bottom, top):
+        import numpy as np
+
+        rng = np.random.default_rng(self.calls)
+        self.calls += 1
+        rows = []
+        for item, label, _, x1, y1, x2, y2, _ in bottom[0].data.reshape(-1, 8):
+            if item < 0:
+                continue
+            w, h = x2 - x1, y2 - y1
+            for _copy in range(rng.choice([0, 1, 1, 1, 2])):
+                jitter = rng.uniform(-0.15, 0.15, 4) * [w, h, w, h]
+                rows.append([item, label, rng.uniform(0.05, 1.0), *(np.array([x1, y1, x2, y2]) + jitter)])
+        for _ in range(4):
+            x, y = rng.uniform(0, 0.8, 2)
+            rows.append([0, rng.integers(1, 21), rng.uniform(0.01, 0.8), x, y, x + rng.uniform(0.05, 0.2),
+                         y + rng.uniform(0.05, 0.2)])
+        rows = np.array(rows, np.float32)
+        top[0].reshape(1, 1, len(rows), 7)
+        top[0].data[...] = rows.reshape(1, 1, -1, 7)
+
+    def backward(self, top, propagate_down, bottom):
+        pass

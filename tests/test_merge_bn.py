@@ -243,7 +243,7 @@ def test_res10_face_ssd_folds_with_equal_detections_also_in_opencv(caffe, tmp_pa
     photos = [shared_dir / "reference" / "mtcnn" / "test1.jpg", shared_dir / "reference" / "mtcnn" / "test2.jpg"]
     photos += sorted((shared_dir / "data" / "faces_68pt").glob("*.jpg"))
     result = mb.merge_bn(model, weights, tmp_path / "res10_nobn.prototxt", tmp_path / "res10_nobn.caffemodel",
-                         images=photos[:2], image_mean=(104.0, 177.0, 123.0), image_scale=1.0, timing_runs=0)
+                         images=photos[:2], image_mean=(104.0, 117.0, 123.0), image_scale=1.0, timing_runs=0)
     assert result.written and result.verification.passed
     assert result.verification.inputs == ["random", "test1.jpg", "test2.jpg"]
     assert sorted(f.batch_norm for f in result.plan.folds) == [
@@ -258,7 +258,7 @@ def test_res10_face_ssd_folds_with_equal_detections_also_in_opencv(caffe, tmp_pa
     opencv = cv2.dnn.readNetFromCaffe(str(result.out_model), str(result.out_weights))
     faces_seen = 0
     for photo in photos:
-        blob = cv2.dnn.blobFromImage(cv2.imread(str(photo)), 1.0, (300, 300), (104.0, 177.0, 123.0))
+        blob = cv2.dnn.blobFromImage(cv2.imread(str(photo)), 1.0, (300, 300), (104.0, 117.0, 123.0))
         results = []
         for net in (before, after):
             net.blobs["data"].data[...] = blob
