@@ -7,7 +7,11 @@ The sdist calls the transformer's resize field ``old_resize_param`` and has no
 parse. This patch restores weiliu89's field names and numbers (resize_param = 8,
 distort_param = 13, expand_param = 14) and adds the augmentation itself
 (ssd_augment/ssd_augment.{hpp,cpp}, written for this project), called by
-AnnotatedData before its batch samplers, as in SSD.
+AnnotatedData before its batch samplers, as in SSD. It also adds a native CPU
+depthwise convolution layer (depthwise_conv/depthwise_conv_layer.{hpp,cpp},
+written for this project), registered as ``ConvolutionDepthwise`` and
+``DepthwiseConvolution``; the build compiles every src/caffe/layers/*.cpp, so
+copying the files in is all it takes.
 
 Every edit is an exact string replacement whose anchor must occur the expected
 number of times: a changed sdist stops the build with the file and anchor
@@ -95,6 +99,8 @@ EDITS = [
 NEW_FILES = [
     ("ssd_augment/ssd_augment.hpp", "include/caffe/util/ssd_augment.hpp"),
     ("ssd_augment/ssd_augment.cpp", "src/caffe/util/ssd_augment.cpp"),
+    ("depthwise_conv/depthwise_conv_layer.hpp", "include/caffe/layers/depthwise_conv_layer.hpp"),
+    ("depthwise_conv/depthwise_conv_layer.cpp", "src/caffe/layers/depthwise_conv_layer.cpp"),
 ]
 
 
@@ -123,4 +129,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1], "src/caffe").is_dir():
         raise SystemExit("usage: apply_patches.py SDIST_SOURCE_DIR")
     apply(Path(sys.argv[1]))
-    print("patch: SSD resize/distort/expand fields and augmentation applied")
+    print("patch: SSD resize/distort/expand fields and augmentation, depthwise convolution layer applied")
