@@ -948,6 +948,39 @@ def add_generator_cases() -> None:
     c("out-below-file", "error", lambda t, fx: imdb()(t, fx) + ["--out", str(write(t / "f", "x") / "o")])
 
 
+# ----------------------------------------------------------------------------- ssd-mobilenet convert-depthwise
+def add_convert_depthwise_cases() -> None:
+    out = ("out.prototxt",)
+
+    def conv(to: str = "native", model: Callable[[str], str | bytes] | None = None, target: str = "{tmp}/out.prototxt",
+             extra: tuple[str, ...] = ()) -> Callable:
+        """``--to``, ``--model`` (the fixture's grouped MobileNet-SSD, or what ``model`` makes of its text), ``--out``."""
+        def build(tmp: Path, fx: Fixtures) -> list[str]:
+            m = write(tmp / "deploy.prototxt", (model or (lambda text: text))(fx.ssd_model()[0].read_text()))
+            return ["convert-depthwise", "--to", to, "--model", str(m), "--out", target.format(tmp=tmp), *extra]
+        return build
+
+    c = lambda id, expect, build, **kw: case(f"convert-depthwise-{id}", "ssd-mobilenet convert-depthwise", SSD,
+                                             expect, build, **kw)
+    native = lambda text: _after(text, 'name: "conv1/dw"', 'type: "Convolution"', 'type: "ConvolutionDepthwise"')
+    c("ok-native", "ok", conv())
+    c("ok-group", "ok", conv("group", model=native))
+    c("ok-already-grouped", "ok", conv("group"))
+    c("to-unknown", "error", conv("cudnn"), absent=out)
+    c("model-missing", "error", lambda t, fx: with_option(conv()(t, fx), "--model", t / "nope.prototxt"), absent=out)
+    c("model-is-folder", "error", lambda t, fx: (t / "m").mkdir() or with_option(conv()(t, fx), "--model", t / "m"),
+      absent=out)
+    c("model-garbage-text", "error", conv(model=lambda text: "layer { name: oops"), absent=out)
+    c("model-binary", "error", conv(model=lambda text: GARBAGE), absent=out)
+    c("model-empty", "error", conv(model=lambda text: ""), absent=out)
+    c("model-legacy-v1", "error", conv(model=lambda text: 'layers { name: "a" type: CONVOLUTION }'), absent=out)
+    c("channels-untraceable", "error", conv(model=lambda text: _after(
+        text, 'name: "conv0/relu"', 'type: "ReLU"', 'type: "Flatten"')), absent=out)
+    c("out-is-input", "error", conv(target="{tmp}/deploy.prototxt"))
+    c("out-is-folder", "error", conv(target="{tmp}"))
+    c("out-below-file", "error", conv(target="{tmp}/deploy.prototxt/out.prototxt"))
+
+
 def build_cases() -> list[Case]:
     if not CASES:
         add_wider_cases()
@@ -962,6 +995,7 @@ def build_cases() -> list[Case]:
         add_merge_variants()
         add_doctor_cases()
         add_generator_cases()
+        add_convert_depthwise_cases()
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return CASES

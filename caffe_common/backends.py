@@ -1,7 +1,9 @@
 """Two inference engines over the same Caffe prototxt + caffemodel, shared by both detectors.
 
 * ``caffe``: pycaffe, CPU, a TEST-phase ``caffe.Net``;
-* ``opencv``: OpenCV DNN's Caffe importer (``cv2.dnn.readNetFromCaffe``).
+* ``opencv``: OpenCV DNN's Caffe importer (``cv2.dnn.readNetFromCaffe``); a prototxt with native
+  depthwise layers (``ConvolutionDepthwise``, which OpenCV lacks) is given to it as grouped convolution
+  (:func:`caffe_common.depthwise.grouped_prototxt`, same weights), so both engines take the same files.
 
 :class:`BlobNet` feeds one already-converted input blob ``(N, C, H, W)`` to either engine and returns
 the requested outputs by name, so that each detector converts its images once, in NumPy, and both
@@ -11,8 +13,10 @@ way, so a detector checks them with Caffe's rules before giving them to either e
 """
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -35,14 +39,34 @@ def opencv_reason(exc: BaseException) -> str:
 
 def read_opencv_net(prototxt: str | Path, caffemodel: str | Path) -> Any:
     """``cv2.dnn.readNetFromCaffe``; its ``cv2.error`` (a layer OpenCV lacks, a file it reads otherwise
-    than Caffe) becomes :class:`~caffe_common.model_files.CaffeModelError` naming the files and OpenCV's reason."""
+    than Caffe) becomes :class:`~caffe_common.model_files.CaffeModelError` naming the files and OpenCV's reason.
+    Native depthwise layers are read as the grouped convolutions they equal."""
     import cv2
 
     try:
-        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        with _opencv_prototxt(Path(prototxt)) as readable:
+            return cv2.dnn.readNetFromCaffe(str(readable), str(caffemodel))
     except cv2.error as exc:
         raise CaffeModelError(f"{caffemodel} vs {prototxt}: OpenCV DNN cannot read this model: "
                               f"{opencv_reason(exc)}") from exc
+
+
+@contextmanager
+def _opencv_prototxt(prototxt: Path) -> Iterator[Path]:
+    """``prototxt`` itself, or a temporary grouped-convolution copy when it has native depthwise layers."""
+    from .depthwise import grouped_prototxt, mentions_native_depthwise
+
+    try:
+        text = prototxt.read_text(errors="replace")
+    except OSError:
+        text = ""  # OpenCV reports the unreadable file itself
+    if not mentions_native_depthwise(text):
+        yield prototxt
+        return
+    with tempfile.TemporaryDirectory(prefix="opencv-grouped-") as tmp:
+        grouped = Path(tmp) / prototxt.name
+        grouped.write_text(grouped_prototxt(prototxt))
+        yield grouped
 
 
 class BlobNet:

@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-#: Caffe layers the toolkit relies on (Python data/loss layers and the SSD family).
-REQUIRED_LAYERS = ("Python", "PriorBox", "MultiBoxLoss", "DetectionOutput", "AnnotatedData", "Permute", "Normalize")
+#: Caffe layers the toolkit relies on (Python data/loss layers, the SSD family, and the native depthwise
+#: convolution of the project's build patch).
+REQUIRED_LAYERS = ("Python", "PriorBox", "MultiBoxLoss", "DetectionOutput", "AnnotatedData", "Permute", "Normalize",
+                   "ConvolutionDepthwise")
 
 
 @dataclass

@@ -15,7 +15,8 @@ two layers collapse exactly into that layer::
     b'  = (b_c - m_c * s) * a_c + beta_c
 
 The fold is applied only where it is exact: the BatchNorm reads the output of a
-Convolution (grouped / depthwise included), Deconvolution or InnerProduct, and
+Convolution (grouped / depthwise included, and the native depthwise layer
+``ConvolutionDepthwise`` whose weights have the same layout), Deconvolution or InnerProduct, and
 nothing else reads that output. Every other BatchNorm stays in the net and is
 reported with its reason; patterns that make the deploy net itself suspect
 (``use_global_stats: false``, a Scale over other axes) are refused with
@@ -43,6 +44,7 @@ import numpy as np
 
 from .atomic import write_bytes_atomic
 from .model_files import (  # noqa: F401  (read_caffemodel, weights_by_layer, blob_shape: part of this API)
+    DEPTHWISE_TYPES,
     CaffeModelError,
     PrototxtParseError,
     blob_shape,
@@ -59,7 +61,7 @@ from .model_files import (  # noqa: F401  (read_caffemodel, weights_by_layer, bl
 )
 
 #: Layers whose output is linear per output channel, hence able to absorb a BatchNorm.
-FOLDABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
+FOLDABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct") + DEPTHWISE_TYPES
 #: Layer types that only exist in train/test nets (data sources, losses, metrics).
 DATA_LAYER_TYPES = frozenset(
     {"Data", "AnnotatedData", "ImageData", "HDF5Data", "WindowData", "MemoryData", "VideoData"}
@@ -450,7 +452,7 @@ def _output_channels(layer: Any) -> int:
 
 def _weight_output_channels(layer: Any, shape: tuple[int, ...]) -> int | None:
     """Output channels implied by a weight blob's shape (None if the shape cannot be read that way)."""
-    if layer.type == "Convolution":
+    if layer.type in ("Convolution",) + DEPTHWISE_TYPES:
         return shape[0] if len(shape) >= 3 else None
     if layer.type == "Deconvolution":
         return shape[1] * max(int(layer.convolution_param.group), 1) if len(shape) >= 3 else None
@@ -510,7 +512,8 @@ def fold_weights(layer_type: str, weight: np.ndarray, bias: np.ndarray | None, a
                  group: int = 1, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(W', b')`` of a layer followed by the per-output-channel map ``y -> a * y + c``.
 
-    Output channels lie on axis 0 of Convolution weights ``(out, in/g, k...)``; on
+    Output channels lie on axis 0 of Convolution weights ``(out, in/g, k...)`` (native depthwise layers:
+    ``(C, 1, k...)``, the same layout); on
     axis 1 of Deconvolution weights ``(in, out/g, k...)``, where input channel ``i``
     of group ``g = i // (in/g)`` feeds output channels ``g*out/g ...``; on axis 0 of
     InnerProduct weights ``(out, in)`` (axis 1 with ``transpose: true``).
@@ -519,7 +522,7 @@ def fold_weights(layer_type: str, weight: np.ndarray, bias: np.ndarray | None, a
     a = np.asarray(a, np.float64).ravel()
     n_out = a.size
     b = np.zeros(n_out) if bias is None else np.asarray(bias, np.float64).ravel()
-    if layer_type == "Convolution":
+    if layer_type in ("Convolution",) + DEPTHWISE_TYPES:
         factor = a.reshape((n_out,) + (1,) * (w.ndim - 1))
         folded = w * factor
     elif layer_type == "Deconvolution":

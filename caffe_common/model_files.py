@@ -41,6 +41,11 @@ from typing import Any, Sequence
 from .assets import file_sha256
 
 TRAIN_PHASE, TEST_PHASE = 0, 1  # caffe_pb2.TRAIN, caffe_pb2.TEST
+#: The native depthwise convolution's type names (this project's Caffe patch registers both; see
+#: :mod:`caffe_common.depthwise`). It takes ``convolution_param`` and the blobs of grouped Convolution.
+DEPTHWISE_TYPES = ("ConvolutionDepthwise", "DepthwiseConvolution")
+#: Layers with ``convolution_param`` whose learned blobs are weights (+ bias when ``bias_term``).
+CONVOLUTION_TYPES = ("Convolution", "Deconvolution") + DEPTHWISE_TYPES
 #: Layers the pure-Python blob-count rule knows to have no learned blobs.
 _PARAMETERLESS_TYPES = frozenset({
     "ReLU", "ReLU6", "Pooling", "Concat", "Eltwise", "Softmax", "Flatten", "Reshape", "Permute", "PriorBox",
@@ -455,7 +460,7 @@ def _probe_child(argv: Sequence[str]) -> int:
 def expected_blob_count(layer: Any) -> int | None:
     """Number of learned blobs Caffe creates for ``layer``, or None for types only a built net can tell."""
     kind = layer.type
-    if kind in ("Convolution", "Deconvolution"):
+    if kind in CONVOLUTION_TYPES:
         return 1 + int(layer.convolution_param.bias_term)
     if kind == "InnerProduct":
         return 1 + int(layer.inner_product_param.bias_term)
@@ -473,7 +478,7 @@ def expected_blob_count(layer: Any) -> int | None:
 
 
 def _count_hint(layer: Any, expected: int, found: int) -> str:
-    if layer.type in ("Convolution", "Deconvolution", "InnerProduct") and abs(expected - found) == 1:
+    if layer.type in CONVOLUTION_TYPES + ("InnerProduct",) and abs(expected - found) == 1:
         field_name = "convolution_param" if layer.type != "InnerProduct" else "inner_product_param"
         has_bias = expected == 2
         return (f" (the prototxt says {field_name} bias_term: {str(has_bias).lower()}, the weights "

@@ -21,6 +21,10 @@ prior boxes at 300x300. The solvers are the reference solver with ``solver_mode:
   for the unused slice); ``conv11_mbox_priorbox`` keeps its name and shape.
 * ``size``: the square input side; prior sizes scale with it (20%, 35%, ... 95% of the side, as
   60 .. 285 at 300), rounded to whole pixels because Caffe's PriorBox truncates them to integers.
+* ``depthwise_type``: the 13 depthwise convolutions as grouped ``Convolution`` (None, the reference
+  nets' spelling) or as the native layer ``ConvolutionDepthwise`` of this project's Caffe (much faster
+  on the CPU; same weights, see :mod:`caffe_common.depthwise`). ``gen-model`` picks the native layer
+  when the Caffe in use has it.
 
 The data layer's augmentation uses SSD's field names (``resize_param``, ``distort_param``,
 ``expand_param``), which a Caffe without the project's SSD patch cannot parse; that layer is
@@ -35,6 +39,7 @@ from typing import Any, Sequence
 
 from caffe_common import netspec
 from caffe_common.atomic import write_text_atomic
+from caffe_common.model_files import DEPTHWISE_TYPES
 from caffe_common.netspec import BACKBONE, FRESH, Mults, PriorSpec
 
 NET_NAME = "MobileNet-SSD"
@@ -88,6 +93,8 @@ class SsdModelConfig:
     test_batch_size: int = 8
     #: Test batches per evaluation (the seed's value; gen-model counts the test LMDB when it is given).
     test_iter: int = 673
+    #: Layer type of the depthwise convolutions: None = grouped ``Convolution``, or a native type.
+    depthwise_type: str | None = None
 
     def check(self) -> None:
         """Refuse values no net can be built from."""
@@ -101,6 +108,9 @@ class SsdModelConfig:
                 f"--size {self.size}: choose a side from {MIN_SIZE} to {MAX_SIZE} (300 is the reference); "
                 f"below {MIN_SIZE} the last feature maps collapse to the same 1x1 size, so the net no longer "
                 "has six distinct prediction maps")
+        if self.depthwise_type is not None and self.depthwise_type not in DEPTHWISE_TYPES:
+            raise ModelConfigError(f"depthwise layer type {self.depthwise_type!r}: choose one of "
+                                   f"{', '.join(DEPTHWISE_TYPES)} or None (grouped Convolution)")
         for name, value in (("train batch size", self.train_batch_size), ("test batch size", self.test_batch_size),
                             ("test_iter", self.test_iter)):
             if value < 1:
@@ -161,7 +171,8 @@ def _backbone(n: Any, config: SsdModelConfig, mults: Mults) -> None:
                               act=act, mults=mults)
     channels = config.channels(CONV0_CHANNELS)
     for name, out, stride in MOBILENET_BLOCKS:
-        top = netspec.depthwise_separable(n, name, top, channels, config.channels(out), stride, act=act, mults=mults)
+        top = netspec.depthwise_separable(n, name, top, channels, config.channels(out), stride, act=act, mults=mults,
+                                          depthwise_type=config.depthwise_type)
         channels = config.channels(out)
     for name, reduced, out in EXTRA_LAYERS:
         top = netspec.conv_bn_act(n, f"{name}_1", top, config.channels(reduced), 1, act=act, mults=mults)
