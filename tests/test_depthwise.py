@@ -174,7 +174,14 @@ def test_layer_refuses_what_it_cannot_compute_by_name(native_caffe, tmp_path, pa
     path = write_prototxt(tmp_path, _layer_net(NATIVE, (1, 4, 6, 6), param))
     with pytest.raises(NetProbeError) as caught:  # Caffe aborts: the probe's child process takes the blow
         probe_net(path)
-    assert message in str(caught.value) and "ConvolutionDepthwise layer conv" in str(caught.value)
+    assert message in str(caught.value)
+    assert "layer 'conv' (ConvolutionDepthwise): " in str(caught.value)  # the probe read the layer's name
+
+
+def test_layer_refuses_to_run_in_place(native_caffe, tmp_path):
+    text = _layer_net(NATIVE, (1, 4, 6, 6), "num_output: 4 kernel_size: 3 pad: 1").replace('top: "y0"', 'top: "x0"')
+    with pytest.raises(NetProbeError, match="ConvolutionDepthwise layer 'conv': cannot run in place"):
+        probe_net(write_prototxt(tmp_path, text))
 
 
 # --------------------------------------------------------------------------- whole nets: the reference MobileNet-SSD

@@ -38,14 +38,15 @@ void ParallelFor(int items, double work, const Fn& fn) {
     fn(0, items);
     return;
   }
+  // Chunk t is [bound(t), bound(t + 1)); this thread runs chunk 0.
+  auto bound = [items, threads](int t) {
+    return static_cast<int>(static_cast<int64_t>(items) * t / threads);
+  };
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) {
-    const int begin = static_cast<int>(static_cast<int64_t>(items) * t / threads);
-    const int end =
-        static_cast<int>(static_cast<int64_t>(items) * (t + 1) / threads);
-    pool.push_back(std::thread(fn, begin, end));
+    pool.push_back(std::thread(fn, bound(t), bound(t + 1)));
   }
-  fn(0, static_cast<int>(items / threads));
+  fn(0, bound(1));
   for (size_t t = 0; t < pool.size(); ++t) pool[t].join();
 }
 
@@ -78,24 +79,29 @@ inline void StridedMulAcc(int n, const Dtype* __restrict__ x,
   }
 }
 
+// The start of every error message: the layer's type and name (in quotes,
+// which the project's model checks read the failing layer from).
+std::string Where(const std::string& layer) {
+  return "ConvolutionDepthwise layer '" + layer + "': ";
+}
+
 // A 2-D size given either by `field`_h / `field`_w or by the repeated
 // `field` with 0 (default_value for both), 1 (both) or 2 (h, w) values.
 void ReadPair(const std::string& layer, const std::string& field,
               const google::protobuf::RepeatedField<unsigned int>& values,
-              bool has_h, unsigned int h, bool has_w, unsigned int w, int default_value,
-              int* out_h, int* out_w) {
+              bool has_h, unsigned int h, bool has_w, unsigned int w,
+              int default_value, int* out_h, int* out_w) {
   if (has_h || has_w) {
-    CHECK(has_h && has_w) << "ConvolutionDepthwise layer " << layer
-        << ": give both " << field << "_h and " << field << "_w";
-    CHECK_EQ(values.size(), 0) << "ConvolutionDepthwise layer " << layer
-        << ": give either " << field << " or " << field << "_h/_w, not both";
+    CHECK(has_h && has_w) << Where(layer)
+        << "give both " << field << "_h and " << field << "_w";
+    CHECK_EQ(values.size(), 0) << Where(layer)
+        << "give either " << field << " or " << field << "_h/_w, not both";
     *out_h = h;
     *out_w = w;
     return;
   }
-  CHECK_LE(values.size(), 2) << "ConvolutionDepthwise layer " << layer
-      << ": " << field << " has " << values.size()
-      << " values; a 2-D convolution takes one or two";
+  CHECK_LE(values.size(), 2) << Where(layer) << field << " has "
+      << values.size() << " values; a 2-D convolution takes one or two";
   *out_h = values.size() == 0 ? default_value : values.Get(0);
   *out_w = values.size() == 0 ? default_value : values.Get(values.size() - 1);
 }
@@ -107,20 +113,23 @@ void ConvolutionDepthwiseLayer<Dtype>::LayerSetUp(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const ConvolutionParameter& param = this->layer_param_.convolution_param();
   const std::string& name = this->layer_param_.name();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "ConvolutionDepthwise layer " << name
-      << ": the input must be N x C x H x W, got "
+  CHECK_EQ(bottom[0]->num_axes(), 4) << Where(name)
+      << "the input must be N x C x H x W, got "
       << bottom[0]->shape_string();
   CHECK_EQ(bottom[0]->CanonicalAxisIndex(param.axis()), 1)
-      << "ConvolutionDepthwise layer " << name
-      << ": convolution_param.axis must be 1 (channels)";
+      << Where(name) << "convolution_param.axis must be 1 (channels)";
+  for (size_t i = 0; i < top.size(); ++i) {
+    CHECK(top[i] != bottom[i]) << Where(name)
+        << "cannot run in place (give top " << i << " its own blob)";
+  }
   channels_ = bottom[0]->shape(1);
   CHECK_EQ(static_cast<int>(param.num_output()), channels_)
-      << "ConvolutionDepthwise layer " << name << ": num_output "
-      << param.num_output() << " must equal the input channel count "
-      << channels_ << " (depthwise multiplier 1; for other multipliers use "
-      << "Convolution with group)";
+      << Where(name) << "num_output " << param.num_output()
+      << " must equal the input channel count " << channels_
+      << " (depthwise multiplier 1; for other multipliers use Convolution"
+      << " with group)";
   CHECK(!param.has_group() || static_cast<int>(param.group()) == channels_)
-      << "ConvolutionDepthwise layer " << name << ": group " << param.group()
+      << Where(name) << "group " << param.group()
       << " must equal the input channel count " << channels_
       << " or be left out";
   ReadPair(name, "kernel", param.kernel_size(), param.has_kernel_h(),
@@ -133,12 +142,12 @@ void ConvolutionDepthwiseLayer<Dtype>::LayerSetUp(
            param.has_pad_w(), param.pad_w(), 0, &pad_h_, &pad_w_);
   ReadPair(name, "dilation", param.dilation(), false, 0, false, 0, 1,
            &dilation_h_, &dilation_w_);
-  CHECK(kernel_h_ > 0 && kernel_w_ > 0) << "ConvolutionDepthwise layer "
-      << name << ": kernel_size (or kernel_h and kernel_w) must be positive";
-  CHECK(stride_h_ > 0 && stride_w_ > 0) << "ConvolutionDepthwise layer "
-      << name << ": stride must be positive";
-  CHECK(dilation_h_ > 0 && dilation_w_ > 0) << "ConvolutionDepthwise layer "
-      << name << ": dilation must be positive";
+  CHECK(kernel_h_ > 0 && kernel_w_ > 0) << Where(name)
+      << "kernel_size (or kernel_h and kernel_w) must be positive";
+  CHECK(stride_h_ > 0 && stride_w_ > 0) << Where(name)
+      << "stride must be positive";
+  CHECK(dilation_h_ > 0 && dilation_w_ > 0) << Where(name)
+      << "dilation must be positive";
   bias_term_ = param.bias_term();
 
   vector<int> weight_shape(4);
@@ -148,16 +157,15 @@ void ConvolutionDepthwiseLayer<Dtype>::LayerSetUp(
   weight_shape[3] = kernel_w_;
   const vector<int> bias_shape(1, channels_);
   if (this->blobs_.size() > 0) {
-    CHECK_EQ(this->blobs_.size(), bias_term_ ? 2 : 1)
-        << "ConvolutionDepthwise layer " << name
-        << ": wrong number of parameter blobs for bias_term " << bias_term_;
+    CHECK_EQ(this->blobs_.size(), bias_term_ ? 2 : 1) << Where(name)
+        << "wrong number of parameter blobs for bias_term " << bias_term_;
     CHECK(this->blobs_[0]->shape() == weight_shape)
-        << "ConvolutionDepthwise layer " << name << ": weights have shape "
+        << Where(name) << "weights have shape "
         << this->blobs_[0]->shape_string() << ", expected "
         << Blob<Dtype>(weight_shape).shape_string();
     if (bias_term_) {
       CHECK(this->blobs_[1]->shape() == bias_shape)
-          << "ConvolutionDepthwise layer " << name << ": bias has shape "
+          << Where(name) << "bias has shape "
           << this->blobs_[1]->shape_string() << ", expected " << channels_;
     }
   } else {
@@ -180,15 +188,15 @@ template <typename Dtype>
 void ConvolutionDepthwiseLayer<Dtype>::Reshape(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const std::string& name = this->layer_param_.name();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "ConvolutionDepthwise layer " << name
-      << ": the input must be N x C x H x W, got "
+  CHECK_EQ(bottom[0]->num_axes(), 4) << Where(name)
+      << "the input must be N x C x H x W, got "
       << bottom[0]->shape_string();
-  CHECK_EQ(bottom[0]->shape(1), channels_) << "ConvolutionDepthwise layer "
-      << name << ": the input channel count changed after set-up";
+  CHECK_EQ(bottom[0]->shape(1), channels_) << Where(name)
+      << "the input channel count changed after set-up";
   for (size_t i = 1; i < bottom.size(); ++i) {
     CHECK(bottom[i]->shape() == bottom[0]->shape())
-        << "ConvolutionDepthwise layer " << name << ": input " << i
-        << " has shape " << bottom[i]->shape_string() << ", input 0 "
+        << Where(name) << "input " << i << " has shape "
+        << bottom[i]->shape_string() << ", input 0 "
         << bottom[0]->shape_string() << " (all inputs must agree)";
   }
   height_ = bottom[0]->shape(2);
@@ -198,8 +206,8 @@ void ConvolutionDepthwiseLayer<Dtype>::Reshape(
   out_h_ = (height_ + 2 * pad_h_ - extent_h) / stride_h_ + 1;
   out_w_ = (width_ + 2 * pad_w_ - extent_w) / stride_w_ + 1;
   CHECK(height_ + 2 * pad_h_ >= extent_h && width_ + 2 * pad_w_ >= extent_w)
-      << "ConvolutionDepthwise layer " << name << ": the input "
-      << bottom[0]->shape_string() << " with pad is smaller than the kernel";
+      << Where(name) << "the input " << bottom[0]->shape_string()
+      << " with pad is smaller than the kernel";
   spans_.resize(kernel_w_);
   for (int kw = 0; kw < kernel_w_; ++kw) {
     ColumnSpan& span = spans_[kw];
@@ -218,76 +226,67 @@ void ConvolutionDepthwiseLayer<Dtype>::Reshape(
 }
 
 template <typename Dtype>
-void ConvolutionDepthwiseLayer<Dtype>::ForwardPlane(const Dtype* input,
-    const Dtype* weight, Dtype bias, Dtype* output) const {
+template <typename Fn>
+void ConvolutionDepthwiseLayer<Dtype>::ForEachTap(const Fn& fn) const {
   for (int oh = 0; oh < out_h_; ++oh) {
-    Dtype* out_row = output + oh * out_w_;
-    std::fill(out_row, out_row + out_w_, bias);
     for (int kh = 0; kh < kernel_h_; ++kh) {
       const int ih = InputRow(oh, kh);
       if (ih < 0 || ih >= height_) continue;
-      const Dtype* in_row = input + ih * width_;
       for (int kw = 0; kw < kernel_w_; ++kw) {
-        const ColumnSpan& span = spans_[kw];
-        StridedAxpy(span.end - span.begin, weight[kh * kernel_w_ + kw],
-                    in_row + span.begin * stride_w_ + span.offset, stride_w_,
-                    out_row + span.begin, 1);
+        fn(oh, ih, kh * kernel_w_ + kw, spans_[kw]);
       }
     }
   }
+}
+
+template <typename Dtype>
+void ConvolutionDepthwiseLayer<Dtype>::ForwardPlane(const Dtype* input,
+    const Dtype* weight, Dtype bias, Dtype* output) const {
+  std::fill(output, output + out_h_ * out_w_, bias);
+  ForEachTap([&](int oh, int ih, int tap, const ColumnSpan& span) {
+    StridedAxpy(span.end - span.begin, weight[tap],
+                input + ih * width_ + span.begin * stride_w_ + span.offset,
+                stride_w_, output + oh * out_w_ + span.begin, 1);
+  });
 }
 
 template <typename Dtype>
 void ConvolutionDepthwiseLayer<Dtype>::BackwardDataPlane(
     const Dtype* top_diff, const Dtype* weight, Dtype* bottom_diff) const {
   std::fill(bottom_diff, bottom_diff + height_ * width_, Dtype(0));
-  for (int oh = 0; oh < out_h_; ++oh) {
-    const Dtype* top_row = top_diff + oh * out_w_;
-    for (int kh = 0; kh < kernel_h_; ++kh) {
-      const int ih = InputRow(oh, kh);
-      if (ih < 0 || ih >= height_) continue;
-      Dtype* bottom_row = bottom_diff + ih * width_;
-      for (int kw = 0; kw < kernel_w_; ++kw) {
-        const ColumnSpan& span = spans_[kw];
-        StridedAxpy(span.end - span.begin, weight[kh * kernel_w_ + kw],
-                    top_row + span.begin, 1,
-                    bottom_row + span.begin * stride_w_ + span.offset,
-                    stride_w_);
-      }
-    }
-  }
+  ForEachTap([&](int oh, int ih, int tap, const ColumnSpan& span) {
+    StridedAxpy(span.end - span.begin, weight[tap],
+                top_diff + oh * out_w_ + span.begin, 1,
+                bottom_diff + ih * width_ + span.begin * stride_w_
+                + span.offset, stride_w_);
+  });
 }
 
 template <typename Dtype>
 void ConvolutionDepthwiseLayer<Dtype>::BackwardParamPlane(
     const Dtype* top_diff, const Dtype* input, Dtype* weight_diff,
     Dtype* bias_diff, Dtype* scratch) const {
+  // Lane-wise partial sums, one row of out_w_ per kernel tap (and the bias),
+  // summed at the end: vectorisable, and more accurate than one running sum.
   const int taps = kernel_h_ * kernel_w_;
   Dtype* bias_acc = scratch + taps * out_w_;
   std::fill(scratch, scratch + (taps + 1) * out_w_, Dtype(0));
-  for (int oh = 0; oh < out_h_; ++oh) {
-    const Dtype* top_row = top_diff + oh * out_w_;
-    if (bias_diff) StridedAxpy(out_w_, Dtype(1), top_row, 1, bias_acc, 1);
-    if (!weight_diff) continue;
-    for (int kh = 0; kh < kernel_h_; ++kh) {
-      const int ih = InputRow(oh, kh);
-      if (ih < 0 || ih >= height_) continue;
-      const Dtype* in_row = input + ih * width_;
-      for (int kw = 0; kw < kernel_w_; ++kw) {
-        const ColumnSpan& span = spans_[kw];
-        StridedMulAcc(span.end - span.begin, top_row + span.begin,
-                      in_row + span.begin * stride_w_ + span.offset,
-                      stride_w_, scratch + (kh * kernel_w_ + kw) * out_w_
-                      + span.begin);
-      }
+  if (bias_diff) {
+    for (int oh = 0; oh < out_h_; ++oh) {
+      StridedAxpy(out_w_, Dtype(1), top_diff + oh * out_w_, 1, bias_acc, 1);
     }
+    *bias_diff += std::accumulate(bias_acc, bias_acc + out_w_, Dtype(0));
   }
-  for (int k = 0; k < taps && weight_diff; ++k) {
+  if (!weight_diff) return;
+  ForEachTap([&](int oh, int ih, int tap, const ColumnSpan& span) {
+    StridedMulAcc(span.end - span.begin, top_diff + oh * out_w_ + span.begin,
+                  input + ih * width_ + span.begin * stride_w_ + span.offset,
+                  stride_w_, scratch + tap * out_w_ + span.begin);
+  });
+  for (int k = 0; k < taps; ++k) {
     const Dtype* acc = scratch + k * out_w_;
     weight_diff[k] += std::accumulate(acc, acc + out_w_, Dtype(0));
   }
-  if (bias_diff) *bias_diff += std::accumulate(bias_acc, bias_acc + out_w_,
-                                               Dtype(0));
 }
 
 template <typename Dtype>

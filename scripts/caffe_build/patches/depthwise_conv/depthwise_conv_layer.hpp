@@ -66,6 +66,10 @@ class ConvolutionDepthwiseLayer : public Layer<Dtype> {
   inline int InputRow(int oh, int kh) const {
     return oh * stride_h_ - pad_h_ + kh * dilation_h_;
   }
+  // Calls fn(oh, ih, tap, span) for every output row oh and kernel tap
+  // (kh, kw), tap = kh * kernel_w_ + kw, whose input row ih lies in the image.
+  template <typename Fn>
+  void ForEachTap(const Fn& fn) const;
   void ForwardPlane(const Dtype* input, const Dtype* weight, Dtype bias,
       Dtype* output) const;
   void BackwardDataPlane(const Dtype* top_diff, const Dtype* weight,
