@@ -36,7 +36,7 @@ _SAME_CHANNEL_TYPES = frozenset({
     "Log", "BNLL", "Threshold", "Dropout", "Pooling", "LRN", "MVN", "Normalize", "Upsample", "Eltwise", "Split",
     "HardSwish", "HardSigmoid",
 })
-_NATIVE_IN_TEXT = re.compile(r'type:\s*"(?:%s)"' % "|".join(DEPTHWISE_TYPES))
+_NATIVE_IN_TEXT = re.compile(r'type:\s*"(?:' + "|".join(DEPTHWISE_TYPES) + ')"')
 
 
 class DepthwiseConversionError(CaffeModelError):
@@ -89,9 +89,7 @@ def _top_channels(layer: Any, channels: dict[str, int | None]) -> list[int | Non
         shapes = [list(shape.dim) for shape in layer.input_param.shape]
         values = [int(dims[1]) if len(dims) > 1 else None for dims in shapes]
         return values if len(values) == len(layer.top) else [values[0] if len(values) == 1 else None] * len(layer.top)
-    elif kind in _SAME_CHANNEL_TYPES:
-        value = known[0] if known else None
-    elif kind == "Crop" and layer.crop_param.axis >= 2:
+    elif kind in _SAME_CHANNEL_TYPES or (kind == "Crop" and layer.crop_param.axis >= 2):
         value = known[0] if known else None
     elif kind == "Concat" and _concat_axis(layer) == 1 and known and None not in known:
         value = sum(known)
@@ -164,7 +162,6 @@ def _to_native(net: Any, source: str) -> list[str]:
             unknown.append(f"'{layer.name}' (input '{layer.bottom[0]}')")
         elif set(inputs.values()) == {layer.convolution_param.group}:
             layer.type = NATIVE_TYPE
-            layer.convolution_param.ClearField("engine")  # a cuDNN/CAFFE choice of Convolution only
             converted.append(layer.name)
     if unknown:
         raise DepthwiseConversionError(
@@ -187,8 +184,9 @@ def _to_group(net: Any) -> list[str]:
 
 def convert(net_or_text: Any, to: str, source: str = "<net>") -> Conversion:
     """Rewrite every depthwise convolution of a net (``NetParameter`` or prototxt text; not modified) as
-    the native layer (``to="native"``) or as grouped ``Convolution`` (``to="group"``); other layers,
-    parameters and learning-rate settings stay as they are, and so do the weights the net takes.
+    the native layer (``to="native"``) or as grouped ``Convolution`` (``to="group"``, with ``group`` set to
+    ``num_output``). Only the layer type changes (the native layer ignores ``engine``), so converting back
+    gives the original net; the weights the net takes are the same.
 
     Raises :class:`DepthwiseConversionError` for text that does not parse, nets without layers, legacy V1
     nets, and (going native) grouped convolutions whose input channel count the prototxt does not tell.

@@ -118,8 +118,7 @@ def conv_bn_act(n: Any, name: str, bottom: Any, num_output: int, kernel: int, st
     top = conv(n, name, bottom, num_output, kernel, stride, pad, group, bias=not bn, mults=mults,
                bias_filler={"type": "constant", "value": 0.0} if not bn else None, engine_caffe=engine)
     if depthwise_type and group > 1:
-        n[name].fn.type_name = depthwise_type
-        n[name].fn.params["convolution_param"].pop("engine", None)
+        n[name].fn.type_name = depthwise_type  # same parameters (the native layer ignores engine)
     if bn:
         top = batch_norm_scale(n, name, top, mults)
     return activation(n, name, top, act, mults)
