@@ -73,7 +73,10 @@ def prepare(workdir: Path) -> dict[str, str]:
     lmdb = _synthetic_lmdb(workdir, 2 * TRAIN_BATCH)
     files: dict[str, str] = {}
     for kind, layer_type in zip(KINDS, (None, NATIVE_TYPE)):
-        config = SsdModelConfig(CLASSES, size=SIZE, depthwise_type=layer_type, train_lmdb=str(lmdb),
+        # one path per train net: Caffe shares one reader between data layers with the same name and source
+        source = workdir / f"train_lmdb_{kind}"
+        source.symlink_to(lmdb, target_is_directory=True)
+        config = SsdModelConfig(CLASSES, size=SIZE, depthwise_type=layer_type, train_lmdb=str(source),
                                 train_batch_size=TRAIN_BATCH)
         for phase in ("deploy", "train"):
             path = workdir / f"{phase}_{kind}.prototxt"
@@ -123,6 +126,19 @@ def _opencv_layer_ms(net: Any, runs: int) -> dict[str, float]:
     return {key: float(np.median([t.get(key, 0.0) for t in per_run])) for key in per_run[0]}
 
 
+def openblas_core() -> str:
+    """The kernel set the OpenBLAS linked into Caffe chose (``OPENBLAS_CORETYPE`` overrides its choice)."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "libopenblas" in line and "scipy" not in line}
+    for path in sorted(paths):
+        get = ctypes.CDLL(path).openblas_get_corename
+        get.restype = ctypes.c_char_p
+        return get().decode()
+    return "unknown"
+
+
 def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
 
@@ -170,7 +186,8 @@ def measure(files: dict[str, str], threads: int, runs: int, train_iters: int) ->
 
     cv2.setNumThreads(threads)
     blob = np.random.default_rng(0).normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
-    result: dict[str, Any] = {"threads": threads, "forward_ms": {}, "layers_ms": {}, "agreement": {}}
+    result: dict[str, Any] = {"threads": threads, "forward_ms": {}, "layers_ms": {}, "agreement": {},
+                              "openblas_core": openblas_core()}
     for net_kind in NETS:
         nets = _forward_nets(files, net_kind, blob)
         outputs = {"opencv": np.asarray(nets["opencv"].forward("mbox_conf_flatten"))}  # also the warm-ups
@@ -229,7 +246,10 @@ def _train_table(results: list[dict[str, Any]]) -> list[str]:
 
 
 def report(results: list[dict[str, Any]]) -> str:
-    lines = _forward_table(results) + [""]
+    cores = sorted({result["openblas_core"] for result in results})
+    lines = [f"Caffe's OpenBLAS kernels: {', '.join(cores)} (OPENBLAS_CORETYPE="
+             f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')})", ""]
+    lines += _forward_table(results) + [""]
     for result in results:
         lines += _layer_table(result) + [""]
     lines += _train_table(results) + [""]
