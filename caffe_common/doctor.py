@@ -78,6 +78,23 @@ def blas_threads() -> Check:
     return Check("blas threads", True, detail)
 
 
+def blas_kernels() -> Check:
+    """The kernel set Caffe's OpenBLAS runs; OpenBLAS's generic ``Prescott`` set on a CPU that has a faster
+    one fails (see :mod:`caffe_common.env`: convolutions about 4x slower)."""
+    from .env import CaffeUnavailableError, cpu_flags, import_caffe, openblas_coretype, openblas_kernels
+
+    try:
+        import_caffe()
+    except CaffeUnavailableError as exc:
+        return Check("blas kernels", False, str(exc))
+    found, best = openblas_kernels(), openblas_coretype(cpu_flags())
+    setting = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    if found == "Prescott" and best:
+        return Check("blas kernels", False, f"OpenBLAS runs its generic Prescott kernels (OPENBLAS_CORETYPE={setting}) "
+                                            f"on a CPU that runs {best}: set OPENBLAS_CORETYPE={best}")
+    return Check("blas kernels", True, f"{found or 'not OpenBLAS'} (OPENBLAS_CORETYPE={setting})")
+
+
 CheckProvider = Callable[[], "list[Check]"]
 _REGISTERED: dict[str, CheckProvider] = {}
 
@@ -100,7 +117,7 @@ def _registered_checks() -> list[Check]:
 
 def run_checks() -> list[Check]:
     """All checks, in report order: the shared ones, then those of :func:`register_checks`."""
-    return check_caffe() + check_opencv() + check_lmdb() + [blas_threads()] + _registered_checks()
+    return check_caffe() + check_opencv() + check_lmdb() + [blas_threads(), blas_kernels()] + _registered_checks()
 
 
 def format_report(checks: list[Check]) -> str:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from caffe_common.doctor import REQUIRED_LAYERS
+from caffe_common.env import cpu_flags, openblas_coretype, openblas_kernels
 from tests.conftest import write_prototxt
 
 
@@ -11,6 +13,26 @@ def test_caffe_has_required_layers(caffe):
     layers = set(caffe.layer_type_list())
     missing = [name for name in REQUIRED_LAYERS if name not in layers]
     assert not missing, f"Caffe lacks layers {missing}"
+
+
+def test_openblas_kernel_choice_follows_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx", "avx2", "fma"}  # the first CPU's line
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+    assert openblas_coretype(cpu_flags(cpuinfo)) == "Haswell"
+    assert openblas_coretype(frozenset({"avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq",
+                                        "avx512vl"})) == "SkylakeX"
+    assert openblas_coretype(frozenset({"sse2", "avx"})) is None  # OpenBLAS's own choice stays
+
+
+def test_caffe_blas_runs_the_kernels_the_cpu_supports(caffe):
+    # Debian 12's OpenBLAS falls back to its generic Prescott kernels on CPUs it does not know (4x slower
+    # convolutions); import_caffe names the kernel set unless the environment chose one.
+    best = openblas_coretype(cpu_flags())
+    if best is None:
+        pytest.skip("this CPU has neither AVX2 + FMA nor AVX-512: OpenBLAS's own choice is kept")
+    assert openblas_kernels() not in (None, "Prescott")
 
 
 PYTHON_LAYER_NET = """
