@@ -126,19 +126,6 @@ def _opencv_layer_ms(net: Any, runs: int) -> dict[str, float]:
     return {key: float(np.median([t.get(key, 0.0) for t in per_run])) for key in per_run[0]}
 
 
-def openblas_core() -> str:
-    """The kernel set the OpenBLAS linked into Caffe chose (``OPENBLAS_CORETYPE`` overrides its choice)."""
-    import ctypes
-
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "libopenblas" in line and "scipy" not in line}
-    for path in sorted(paths):
-        get = ctypes.CDLL(path).openblas_get_corename
-        get.restype = ctypes.c_char_p
-        return get().decode()
-    return "unknown"
-
-
 def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
 
@@ -184,10 +171,13 @@ def measure(files: dict[str, str], threads: int, runs: int, train_iters: int) ->
     """Everything for one thread count (this process was started with that many BLAS threads)."""
     import cv2
 
+    from caffe_common.env import import_caffe, openblas_kernels
+
+    import_caffe()  # loads OpenBLAS (with the kernels import_caffe names)
     cv2.setNumThreads(threads)
     blob = np.random.default_rng(0).normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
     result: dict[str, Any] = {"threads": threads, "forward_ms": {}, "layers_ms": {}, "agreement": {},
-                              "openblas_core": openblas_core()}
+                              "openblas_core": openblas_kernels() or "not OpenBLAS"}
     for net_kind in NETS:
         nets = _forward_nets(files, net_kind, blob)
         outputs = {"opencv": np.asarray(nets["opencv"].forward("mbox_conf_flatten"))}  # also the warm-ups
