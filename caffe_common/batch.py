@@ -292,3 +292,23 @@ def run_batch(images: Sequence[InputImage], process: Callable[[InputImage], dict
             summary.images += 1
             summary.found += len(record.get(found_field, ()))
     return summary
+
+
+def finish_batch_command(run: Callable[[], RunSummary], json_out: str | None, found_word: str, resume: bool) -> int:
+    """Run a detect command's batch and turn its end into the exit status and one summary line on stderr:
+    the summary's status when it ran through, 2 when an output failed mid-run, 130 on Ctrl-C (saying what
+    was kept and how to continue)."""
+    kept = ("" if json_out in (None, "-") else
+            f" (the images finished so far are in {json_out}; rerun with --resume to continue)")
+    try:
+        summary = run()
+    except (OutputError, OSError) as exc:  # outputs changed since the check, a full disk, a closed pipe
+        print(f"error: {exc}{kept}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted{kept}", file=sys.stderr)
+        return 130
+    resumed = f", {summary.resumed} already done" if resume else ""
+    print(f"{summary.images} images, {summary.found} {found_word}, {len(summary.failures)} inputs failed{resumed}",
+          file=sys.stderr)
+    return summary.exit_status

@@ -11,7 +11,9 @@ import importlib
 import math
 import pkgutil
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def _command_modules(package: ModuleType) -> list[ModuleType]:
@@ -77,3 +79,24 @@ def number(low: float, high: float | None = None, low_open: bool = False, high_o
         return value
 
     return parse
+
+
+def run_training(start: Callable[[], T], refused: tuple[type[Exception], ...] = ()) -> tuple[T | None, int]:
+    """Call ``start`` (a training run) and map its end to the exit status every train command documents:
+    ``(result, 0)`` done; ``(None, 130)`` interrupted (resumable); ``(None, 1)`` diverged (NaN loss);
+    ``(None, 2)`` input refused (:class:`TrainingError` or one of ``refused``). The message goes to stderr."""
+    import sys
+
+    from .solver import TrainingDiverged, TrainingError, TrainingInterrupted
+
+    try:
+        return start(), 0
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return None, 130
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    except (TrainingError, *refused) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2

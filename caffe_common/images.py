@@ -18,7 +18,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -175,3 +175,27 @@ def crop_resized(image: np.ndarray, box, size: int, out: np.ndarray | None = Non
         return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     cv2.resize(patch, (size, size), dst=out, interpolation=cv2.INTER_AREA)  # written in place
     return out
+
+
+# --------------------------------------------------------------------------- net input
+def channel_values(values: float | Sequence[float], channels: int, what: str) -> np.ndarray:
+    """``values`` (one number, or one per channel) as a float32 vector of ``channels``; ValueError otherwise."""
+    array = np.atleast_1d(np.asarray(values, np.float64))
+    if array.ndim != 1 or array.size not in (1, channels) or not np.isfinite(array).all():
+        raise ValueError(f"{what} needs 1 or {channels} finite numbers (one per channel), got {values!r}")
+    return np.broadcast_to(array, (channels,)).astype(np.float32)
+
+
+def to_net_input(image: np.ndarray, size: tuple[int, int], mean: float | Sequence[float], scale: float,
+                 swap_rb: bool = False) -> np.ndarray:
+    """The ``(1, C, H, W)`` float32 input of a uint8 image (``(h, w, 3)`` BGR or ``(h, w)`` gray) for a net
+    taking ``size = (W, H)``: bilinear resize (SSD's test transform), channels swapped to RGB if
+    ``swap_rb``, then ``(pixel - mean) * scale`` with ``mean`` in the net's channel order."""
+    import cv2
+
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected a BGR (height, width, 3) or gray (height, width) image, got shape {image.shape}")
+    resized = cv2.resize(image, tuple(size), interpolation=cv2.INTER_LINEAR)
+    hwc = resized[..., None] if resized.ndim == 2 else resized[..., ::-1] if swap_rb else resized
+    normalised = (hwc.astype(np.float32) - channel_values(mean, hwc.shape[2], "mean")) * np.float32(scale)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])

@@ -606,26 +606,22 @@ def load_caffe_net(model: str | Path, weights: str | Path, net: Any | None = Non
         return load_net_with_weights(model, weights, net, weight_blobs)
 
 
-def _parse_mean(mean: float | Sequence[float], channels: int) -> np.ndarray:
-    values = np.atleast_1d(np.asarray(mean, np.float32))
-    if values.size not in (1, channels):
-        raise MergeBNError(f"image mean needs 1 or {channels} values, got {values.size}")
-    return np.broadcast_to(values, (channels,)).reshape(channels, 1, 1)
-
-
 def image_input(path: str | Path, shape: Sequence[int], mean: float | Sequence[float] = DEFAULT_IMAGE_MEAN,
                 scale: float = DEFAULT_IMAGE_SCALE) -> np.ndarray:
     """A photo as a net input of ``shape`` ``(N, C, H, W)``: resized, ``(pixel - mean) * scale``, BGR or gray."""
     import cv2
 
+    from .images import to_net_input
+
     n, channels, height, width = (int(d) for d in shape)
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if image is None:
         raise MergeBNError(f"{path}: cannot read this image")
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
-    chw = (chw - _parse_mean(mean, channels)) * np.float32(scale)
-    return np.broadcast_to(chw, (n, channels, height, width)).astype(np.float32)
+    try:
+        blob = to_net_input(image, (width, height), mean, scale)
+    except ValueError as exc:
+        raise MergeBNError(f"image {exc}") from exc
+    return np.broadcast_to(blob, (n, channels, height, width)).astype(np.float32)
 
 
 def _image_input_name(net: Any) -> str:

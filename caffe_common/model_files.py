@@ -191,6 +191,26 @@ def phase_layers(net: Any, phase: int = TEST_PHASE) -> list[Any]:
     return kept
 
 
+def only_layer(layers: Sequence[Any], kind: str, path: str | Path, hint: str = "",
+               error: type[Exception] = CaffeModelError) -> Any:
+    """The one layer of type ``kind`` in ``layers`` (one phase of the net in ``path``); else ``error``
+    naming the file, how many were found and ``hint`` (what to use instead)."""
+    found = [layer for layer in layers if layer.type == kind]
+    if len(found) != 1:
+        raise error(f"{path}: the net needs exactly one {kind} layer, found {len(found)}"
+                    + (f"; {hint}" if hint else ""))
+    return found[0]
+
+
+def path_in_prototxt(value: str, prototxt: Path) -> Path:
+    """A path written in a prototxt (an LMDB source, a label map): as given when it exists or is absolute
+    (Caffe opens it relative to the working directory), else beside the prototxt when it exists there."""
+    path = Path(value)
+    if path.is_absolute() or path.exists() or not (prototxt.parent / path).exists():
+        return path
+    return prototxt.parent / path
+
+
 def check_net_structure(net: Any, path: str | Path, phase: int = TEST_PHASE) -> None:
     """Raise :class:`CaffeModelError` when Caffe would abort building ``net``: an unknown layer type,
     or a bottom blob that no earlier layer (or net input) produces."""

@@ -202,3 +202,27 @@ def concat_heads(n: Any, heads: Sequence[dict[str, Any]], kinds: Sequence[str] =
     for kind in kinds:
         axis = 2 if kind == "priorbox" else 1
         n[f"mbox_{kind}"] = L.Concat(*[head[kind] for head in heads], concat_param={"axis": axis})
+
+
+def inverted_residual(n: Any, name: str, bottom: Any, in_channels: int, out_channels: int, stride: int = 1,
+                      expand_ratio: float = 6, act: str | None = "relu6", mults: Mults = BACKBONE,
+                      depthwise_type: str | None = None) -> Any:
+    """MobileNetV2's inverted-residual block; returns its output top.
+
+    ``name/expand``: 1x1 conv + BN + ``act`` to ``round(in_channels * expand_ratio)`` channels (omitted when
+    ``expand_ratio`` is 1); ``name/dw``: 3x3 depthwise conv (``stride``, group = channels) + BN + ``act``;
+    ``name/project``: 1x1 linear conv + BN (no activation); ``name/sum``: Eltwise SUM with ``bottom`` when
+    ``stride`` is 1 and ``in_channels == out_channels`` (the shortcut).
+    """
+    L, P = caffe_layers()
+    hidden = round(in_channels * expand_ratio)
+    top = bottom
+    if expand_ratio != 1:
+        top = conv_bn_act(n, f"{name}/expand", top, hidden, 1, act=act, mults=mults)
+    top = conv_bn_act(n, f"{name}/dw", top, hidden, 3, stride, 1, group=hidden, act=act, mults=mults,
+                      depthwise_type=depthwise_type)
+    top = conv_bn_act(n, f"{name}/project", top, out_channels, 1, act=None, mults=mults)
+    if stride == 1 and in_channels == out_channels:
+        n[f"{name}/sum"] = L.Eltwise(bottom, top, eltwise_param={"operation": P.Eltwise.SUM})
+        top = n[f"{name}/sum"]
+    return top

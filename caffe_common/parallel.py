@@ -25,7 +25,13 @@ _SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREAD
 
 
 class WorkerDiedError(RuntimeError):
-    """A worker process ended abruptly (the message says how and what to try)."""
+    """A worker process ended abruptly (the message says how and what to try); ``in_flight`` holds the
+    items that were submitted and not yet consumed when it happened."""
+
+    def __init__(self, message: str, cause: str = "", in_flight: list | None = None):
+        super().__init__(message)
+        self.cause = cause
+        self.in_flight = in_flight or []
 
 
 def default_workers() -> int:
@@ -55,22 +61,30 @@ def _spawn_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _death_cause(processes: list[Any]) -> str:
+def _worker_processes(executor: Any) -> list[Any]:
+    # ProcessPoolExecutor has no public way to reach its processes (to stop running calls, read exit codes).
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _death_cause(executor: Any) -> str:
+    """``killed by SIGKILL`` / ``exit status 1``... of the worker(s) that died, as far as known."""
     causes = set()
-    for process in processes:
+    for process in _worker_processes(executor):
         code = process.exitcode
-        if code not in (None, 0, -signal.SIGTERM):
+        if code not in (None, 0, -signal.SIGTERM):  # alive, clean, or stopped by the pool
             causes.add(f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
     return ", ".join(sorted(causes)) or "ended abruptly"
 
 
 def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
-                initializer: Callable[[], None] | None = None, in_flight: int | None = None) -> Iterator[R]:
+                initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                in_flight: int | None = None) -> Iterator[R]:
     """``func(item)`` for every item, yielded in input order; ``workers > 1`` runs them in spawned processes.
 
-    ``func`` and ``initializer`` must be importable module-level functions (they are pickled). With
-    ``workers <= 1`` everything runs here, in this process (``initializer`` is not called). An
-    exception raised by ``func`` is re-raised here; the pool is stopped on any error or interrupt.
+    ``func`` and ``initializer`` must be importable module-level functions (they and ``initargs`` are
+    pickled). With ``workers <= 1`` everything runs here, in this process (``initializer`` is not
+    called). An exception raised by ``func`` is re-raised here; the pool is stopped on any error or
+    interrupt. A dead worker raises :class:`WorkerDiedError`.
     """
     if workers <= 1:
         yield from map(func, items)
@@ -80,25 +94,27 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
     from concurrent.futures.process import BrokenProcessPool
 
     ahead = in_flight or 4 * workers
-    executor = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer)
+    executor = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer, initargs)
     todo = iter(items)
     pending: deque = deque()
     try:
         with _spawn_environment():  # the first submissions start the workers
-            pending.extend(executor.submit(func, item) for item in itertools.islice(todo, ahead))
+            pending.extend((item, executor.submit(func, item)) for item in itertools.islice(todo, ahead))
         while pending:
-            future = pending.popleft()
+            item, future = pending[0]
             try:
                 result = future.result()
             except BrokenProcessPool:
-                processes = list((getattr(executor, "_processes", None) or {}).values())
+                cause = _death_cause(executor)
                 raise WorkerDiedError(
-                    f"a worker process died ({_death_cause(processes)}); the usual causes are running out of "
-                    "memory (SIGKILL) and a crash in native code (SIGABRT, SIGSEGV); try fewer workers") from None
-            pending.extend(executor.submit(func, item) for item in itertools.islice(todo, 1))
+                    f"a worker process died ({cause}); the usual causes are running out of memory (SIGKILL) and "
+                    "a crash in native code (SIGABRT, SIGSEGV); try fewer workers", cause,
+                    [queued for queued, _ in pending]) from None
+            pending.popleft()
+            pending.extend((item, executor.submit(func, item)) for item in itertools.islice(todo, 1))
             yield result
     except BaseException:
-        processes = list((getattr(executor, "_processes", None) or {}).values())
+        processes = _worker_processes(executor)
         executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.terminate()

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from caffe_common.backends import BlobNet, check_backend, opencv_reason, read_opencv_net
+from caffe_common.images import channel_values, to_net_input
 from caffe_common.model_files import (TEST_PHASE, CaffeModelError, NetProbeError, load_net_with_weights,
                                       phase_layers, read_net_prototxt)
 
@@ -265,13 +266,6 @@ def rows_to_detections(rows: np.ndarray, width: int, height: int, conf: float = 
     return found
 
 
-def _channel_values(values: float | Sequence[float], what: str) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(values, np.float64))
-    if array.ndim != 1 or array.size not in (1, 3) or not np.isfinite(array).all():
-        raise ValueError(f"{what} needs 1 or 3 finite numbers (one per channel), got {values!r}")
-    return np.broadcast_to(array, (3,)).astype(np.float32)
-
-
 class SsdDetector:
     """An SSD deploy model on one backend.
 
@@ -289,7 +283,7 @@ class SsdDetector:
                  swap_rb: bool = False, conf: float = DEFAULT_CONF, labels: Mapping[int, str] | None = None):
         self.model, self.weights = Path(model), Path(weights)
         self.backend = check_backend(backend)
-        self.mean = _channel_values(mean, "mean")
+        self.mean = channel_values(mean, 3, "mean")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, not {scale!r}")
         if not (math.isfinite(conf) and 0 <= conf <= 1):
@@ -334,15 +328,9 @@ class SsdDetector:
 
     def blob(self, image: np.ndarray) -> np.ndarray:
         """The net input ``(1, 3, H, W)`` float32 of a BGR uint8 ``(h, w, 3)`` image."""
-        import cv2
-
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        if image.ndim != 3:
             raise ValueError(f"expected a BGR image (height, width, 3), got shape {image.shape}")
-        resized = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        if self.swap_rb:
-            resized = resized[..., ::-1]
-        normalised = (resized.astype(np.float32) - self.mean) * self.scale
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+        return to_net_input(image, self.size, self.mean, float(self.scale), self.swap_rb)
 
     def forward_rows(self, image: np.ndarray) -> np.ndarray:
         """The raw ``DetectionOutput`` rows ``(K, 7)`` of one image (placeholder/padding rows included)."""

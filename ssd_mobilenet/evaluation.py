@@ -30,12 +30,14 @@ import numpy as np
 
 from caffe_common.eval.curves import ranked_precision_recall, voc_ap_11_point
 from caffe_common.eval.voc import ClassDetections, VocObjects, evaluate_class, read_voc_xml
-from caffe_common.model_files import TEST_PHASE, CaffeModelError, phase_layers, read_net_prototxt
+from caffe_common.model_files import (TEST_PHASE, CaffeModelError, only_layer, path_in_prototxt, phase_layers,
+                                      read_net_prototxt)
 
 DETECTION_FILE = "comp4_det_{split}_{name}.txt"
 _NETS_MADE = 0
 _KEY_INDEX = re.compile(r"^\d{8}_")
 _IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "ppm", "pgm"}
+_TEST_NET_HINT = "counting the TEST-phase layers; use the MobileNetSSD_test.prototxt that gen-model writes"
 
 
 class SsdTestError(ValueError):
@@ -125,28 +127,12 @@ class TestNetLayout:
     evaluate_difficult: bool
 
 
-def _single(layers: Sequence[Any], kind: str, path: Path) -> Any:
-    found = [layer for layer in layers if layer.type == kind]
-    if len(found) != 1:
-        raise SsdTestError(f"{path}: a test net needs exactly one {kind} layer in the TEST phase, found "
-                           f"{len(found)}; use the MobileNetSSD_test.prototxt that gen-model writes")
-    return found[0]
-
-
-def _relative_to(path: str, base: Path) -> Path:
-    """A path written in a prototxt: as given when it exists (Caffe's rule), else beside the prototxt."""
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists() or not (base / candidate).exists():
-        return candidate
-    return base / candidate
-
-
 def test_net_layout(net: Any, path: Path) -> TestNetLayout:
     """Find the data, output and evaluation layers of a parsed test net; refuse nets we cannot run."""
     layers = phase_layers(net, TEST_PHASE)
-    data = _single(layers, "AnnotatedData", path)
-    output = _single(layers, "DetectionOutput", path)
-    evaluate = _single(layers, "DetectionEvaluate", path)
+    data = only_layer(layers, "AnnotatedData", path, _TEST_NET_HINT, SsdTestError)
+    output = only_layer(layers, "DetectionOutput", path, _TEST_NET_HINT, SsdTestError)
+    evaluate = only_layer(layers, "DetectionEvaluate", path, _TEST_NET_HINT, SsdTestError)
     if evaluate.bottom[0] != output.top[0]:
         raise SsdTestError(f"{path}: layer '{evaluate.name}' evaluates '{evaluate.bottom[0]}', not the "
                            f"DetectionOutput top '{output.top[0]}'")
@@ -155,8 +141,8 @@ def test_net_layout(net: Any, path: Path) -> TestNetLayout:
         raise SsdTestError(f"{path}: DetectionEvaluate has num_classes {ev.num_classes} but DetectionOutput "
                            f"{output.detection_output_param.num_classes}; they must be equal")
     labelmap = data.annotated_data_param.label_map_file
-    return TestNetLayout(data.name, _relative_to(data.data_param.source, path.parent),
-                         _relative_to(labelmap, path.parent) if labelmap else None,
+    return TestNetLayout(data.name, path_in_prototxt(data.data_param.source, path),
+                         path_in_prototxt(labelmap, path) if labelmap else None,
                          output.top[0], evaluate.top[0], int(ev.num_classes), int(ev.background_label_id),
                          float(ev.overlap_threshold), bool(ev.evaluate_difficult_gt))
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from caffe_common.model_files import TRAIN_PHASE, CaffeModelError, phase_layers, read_net_prototxt
+from caffe_common.model_files import (TRAIN_PHASE, CaffeModelError, only_layer, path_in_prototxt, phase_layers,
+                                      read_net_prototxt)
 from caffe_common.solver import (TrainConfig, TrainingError, TrainResult, latest_snapshot, read_solver,
                                  train, train_net_path, _resolve_net_path)
 
 #: Iterations between test passes when the solver sets no ``test_interval``.
 DEFAULT_TEST_EVERY = 1000
+_TRAIN_NET_HINT = "counting the TRAIN-phase layers; use the MobileNetSSD_train.prototxt that gen-model writes"
 
 
 @dataclass
@@ -34,21 +36,6 @@ class SsdTrainPlan:
     num_classes: int
     test_net: Path | None
     test_every: int
-
-
-def _single(layers: Sequence[Any], kind: str, path: Path) -> Any:
-    found = [layer for layer in layers if layer.type == kind]
-    if len(found) != 1:
-        raise TrainingError(f"{path}: an SSD train net needs exactly one {kind} layer in the TRAIN phase, found "
-                            f"{len(found)}; use the MobileNetSSD_train.prototxt that gen-model writes")
-    return found[0]
-
-
-def _path_in_net(value: str, net_path: Path) -> Path:
-    path = Path(value)
-    if path.is_absolute() or path.exists() or not (net_path.parent / path).exists():
-        return path
-    return net_path.parent / path
 
 
 def check_lmdb_labels(lmdb_path: Path, num_classes: int, what: str) -> int:
@@ -82,18 +69,18 @@ def check_train_net(net_path: Path) -> tuple[Path, int]:
     except CaffeModelError as exc:
         raise TrainingError(str(exc)) from exc
     layers = phase_layers(net, TRAIN_PHASE)
-    data = _single(layers, "AnnotatedData", net_path)
-    loss = _single(layers, "MultiBoxLoss", net_path)
+    data = only_layer(layers, "AnnotatedData", net_path, _TRAIN_NET_HINT, TrainingError)
+    loss = only_layer(layers, "MultiBoxLoss", net_path, _TRAIN_NET_HINT, TrainingError)
     num_classes = int(loss.multibox_loss_param.num_classes)
     if num_classes < 2:
         raise TrainingError(f"{net_path}: layer '{loss.name}' has num_classes {num_classes}; it counts the "
                             "background too, so it must be at least 2")
     check_heads(net, net_path, TRAIN_PHASE)
-    lmdb = _path_in_net(data.data_param.source, net_path)
+    lmdb = path_in_prototxt(data.data_param.source, net_path)
     labelmap = data.annotated_data_param.label_map_file
     if labelmap:
         try:
-            load_labelmap(_path_in_net(labelmap, net_path), num_classes)
+            load_labelmap(path_in_prototxt(labelmap, net_path), num_classes)
         except LabelMapError as exc:
             raise TrainingError(f"{exc} (the label map of layer '{data.name}' in {net_path})") from exc
     return lmdb, num_classes

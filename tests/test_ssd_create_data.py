@@ -398,7 +398,7 @@ def test_lmdb_writer_grows_its_map_and_keeps_every_record(tmp_path, monkeypatch)
 def test_shell_wrapper_runs_the_command(voc_mini, tmp_path):
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "ssd" / "create_data.sh"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "create_data.sh"
     done = subprocess.run([str(script), "--voc", str(voc_mini), "--split", "test", "--out", str(tmp_path),
                            "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

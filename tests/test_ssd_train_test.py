@@ -220,7 +220,7 @@ def test_a_test_net_on_the_train_lmdb_is_refused(small_model, voc_data, tmp_path
 
 def test_test_refuses_weights_that_do_not_fit(small_model, tmp_path, capsys, caffe):
     other = tmp_path / "other.caffemodel"
-    net = caffe.Net(str(tests_dir_net(tmp_path)), caffe.TEST)
+    net = caffe.Net(str(other_conv0_net(tmp_path)), caffe.TEST)
     net.save(str(other))
     capsys.readouterr()
     assert ssd_main(["test", "--model", str(small_model / "MobileNetSSD_test.prototxt"), "--weights", str(other),
@@ -231,7 +231,7 @@ def test_test_refuses_weights_that_do_not_fit(small_model, tmp_path, capsys, caf
     assert "not found" in capsys.readouterr().err
 
 
-def tests_dir_net(tmp_path: Path) -> str:
+def other_conv0_net(tmp_path: Path) -> str:
     """A net with a 'conv0' of another shape than MobileNet-SSD's."""
     return write_prototxt(tmp_path, """input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
 layer { name: "conv0" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 5 kernel_size: 3 } }""",

@@ -3,6 +3,7 @@ for samples without a label for the task), OHEM, and the batch-mixing data layer
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,44 +18,18 @@ from mtcnn_caffe.net_input import images_to_blob
 from mtcnn_caffe.train.batches import BatchPlan, BatchPlanError, Mix, split_counts
 
 from .conftest import write_prototxt
+from .gradients import analytic_gradient, numeric_gradient, python_loss_net
 from .test_data_samples import make_landmarks, make_wider
 
-LAYERS = "mtcnn_caffe.train.layers"
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = "caffe_common.loss_layers"
 N = 12
 
 
-def loss_net(tmp_path, caffe, layer: str, params: str, pred_dims, target_dims):
-    text = f"""
-force_backward: true
-layer {{ name: "in" type: "Input" top: "pred" top: "target" top: "label"
-  input_param {{ shape {{ {' '.join(f'dim: {d}' for d in pred_dims)} }}
-                 shape {{ {' '.join(f'dim: {d}' for d in target_dims)} }} shape {{ dim: {N} }} }} }}
-layer {{ name: "loss" type: "Python" bottom: "pred" bottom: "target" bottom: "label" top: "loss" loss_weight: 0.5
-  python_param {{ module: "{LAYERS}" layer: "{layer}" param_str: '{params}' }} }}
-"""
-    if layer == "OhemSoftmaxLoss":
-        text = text.replace('bottom: "target" bottom: "label" top: "loss"', 'bottom: "label" top: "loss"')
-    return caffe.Net(write_prototxt(tmp_path, text), caffe.TRAIN)
-
-
-def numeric_gradient(net, blob: str, eps: float = 1e-3) -> np.ndarray:
-    data = net.blobs[blob].data
-    grad = np.zeros(data.shape)
-    for index in np.ndindex(*data.shape):
-        original = float(data[index])
-        data[index] = original + eps
-        plus = float(net.forward()["loss"][0])
-        data[index] = original - eps
-        minus = float(net.forward()["loss"][0])
-        data[index] = original
-        grad[index] = (plus - minus) / (2 * eps) * 0.5  # loss_weight 0.5 scales the analytic gradient too
-    return grad
-
-
-def analytic_gradient(net, blob: str) -> np.ndarray:
-    net.forward()
-    net.backward()
-    return net.blobs[blob].diff.copy()
+def loss_net(tmp_path, caffe, layer: str, params: str, pred_dims, target_dims, name: str = "net.prototxt"):
+    target = [] if layer == "OhemSoftmaxLoss" else [("target", target_dims)]
+    inputs = [("pred", pred_dims), *target, ("label", (N,))]
+    return python_loss_net(tmp_path, caffe, LAYERS, layer, params, inputs, name)
 
 
 LABEL_CODES = np.array([1, 0, -1, -2, 1, -1, 0, -2, 1, 1, -1, 0], dtype=np.float32)
@@ -196,11 +171,28 @@ def test_batch_layer_feeds_mixed_batches_and_held_out_records(caffe, pack12, tmp
 
 
 def test_batch_layer_parameters_are_checked_with_clear_errors(tmp_path):
-    from mtcnn_caffe.train.layers import _params
+    from caffe_common.loss_layers import layer_params
 
     with pytest.raises(ValueError, match="must be JSON"):
-        _params("MtcnnBatchLayer", "source: x")
+        layer_params("MtcnnBatchLayer", "source: x")
     with pytest.raises(ValueError, match="must be a JSON object"):
-        _params("MtcnnBatchLayer", "[1, 2]")
+        layer_params("MtcnnBatchLayer", "[1, 2]")
     with pytest.raises(FileNotFoundError, match="no data.mdb"):
         RecordReader(tmp_path)
+
+
+def test_losses_moved_to_the_shared_module_still_load_from_the_mtcnn_module():
+    # train nets written before the move name mtcnn_caffe.train.layers; the committed ones the shared module
+    from caffe_common import loss_layers
+    from mtcnn_caffe.train import layers
+
+    assert layers.OhemSoftmaxLoss is loss_layers.OhemSoftmaxLoss
+    assert layers.MaskedEuclideanLoss is loss_layers.MaskedEuclideanLoss
+
+
+def test_committed_training_prototxts_equal_generator(caffe, tmp_path):
+    from mtcnn_caffe.nets.train import committed_training_files
+
+    committed = REPO / "prototxt" / "mtcnn"
+    for path in committed_training_files(tmp_path):
+        assert path.read_text() == (committed / path.name).read_text(), "regenerate with `python -m mtcnn_caffe.nets`"

@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caffe_common.batch import OutputError
+    from caffe_common.batch import OutputError, finish_batch_command
 
     from ..detect.io import check_outputs, load_detector, run_detection
     from ..nets.weights import WeightsMismatchError, WeightsNotFoundError
@@ -97,24 +97,8 @@ def run(args: argparse.Namespace) -> int:
     except (WeightsNotFoundError, WeightsMismatchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        summary = run_detection(detector, args.inputs, json_out=json_out, wider_out=args.wider_out,
-                                draw_out=args.draw, resume=args.resume, overwrite=args.overwrite,
-                                progress=not args.no_progress)
-    except (OutputError, OSError) as exc:  # outputs changed since the check, a full disk, a closed pipe
-        print(f"error: {exc}{_kept(json_out)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted{_kept(json_out)}", file=sys.stderr)
-        return 130
-    resumed = f", {summary.resumed} already done" if args.resume else ""
-    print(f"{summary.images} images, {summary.found} faces, {len(summary.failures)} inputs failed{resumed}",
-          file=sys.stderr)
-    return summary.exit_status
+    return finish_batch_command(lambda: run_detection(
+        detector, args.inputs, json_out=json_out, wider_out=args.wider_out, draw_out=args.draw, resume=args.resume,
+        overwrite=args.overwrite, progress=not args.no_progress), json_out, "faces", args.resume)
 
 
-def _kept(json_out: str | None) -> str:
-    """What an interrupted run leaves, for its message."""
-    if json_out in (None, "-"):
-        return ""
-    return f" (the images finished so far are in {json_out}; rerun with --resume to continue)"

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from caffe_common.cli import count, number
+from caffe_common.cli import count, number, run_training
 
 POSITIVE_INT = count(1)
 FRACTION = number(0, 1, low_open=True)
@@ -50,23 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caffe_common.solver import TrainingDiverged, TrainingError, TrainingInterrupted
-
     from ..train.stage import StageError, train_stage
 
     options = {k: getattr(args, k) for k in ("max_iter", "batch_size", "base_lr", "ohem", "tasks", "mix", "seed")}
-    try:
-        result = train_stage(args.stage, args.data, args.out, init=args.init, resume=args.resume,
-                             validate_every=args.validate_every, progress=not args.no_progress, **options)
-    except TrainingInterrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return 130
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (StageError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result, status = run_training(lambda: train_stage(
+        args.stage, args.data, args.out, init=args.init, resume=args.resume, validate_every=args.validate_every,
+        progress=not args.no_progress, **options), refused=(StageError,))
+    if result is None:
+        return status
     print(f"wrote {result.prototxt}, {result.caffemodel}, {result.log}" + (f", {result.plot}" if result.plot else ""),
           file=sys.stderr)
     print(result.summary_line())

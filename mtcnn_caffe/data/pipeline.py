@@ -16,15 +16,12 @@ Output directory of a generator (``--out DIR``)::
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import signal
-import threading
 import time
-from collections import Counter, deque
-from contextlib import contextmanager
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -32,6 +29,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from caffe_common.atomic import to_jsonable, write_json_atomic
+from caffe_common.parallel import WorkerDiedError, default_workers, ordered_map
 from .records import SAMPLE_FORMAT, count_labels, sample_dtype
 
 #: Keys every generator's stats.json has (integers; 0 where not applicable).
@@ -126,10 +124,6 @@ def _chunk_paths(out_dir: Path, chunk: int) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------- workers
-class WorkerDiedError(RuntimeError):
-    """A worker process ended without a result (killed for memory, aborted by a failed Caffe CHECK...)."""
-
-
 #: State of a worker process (set by :func:`_init_worker`; only ever used inside worker processes).
 _WORKER: dict[str, Any] = {}
 
@@ -157,65 +151,6 @@ def _run_item(index: int) -> tuple[int, ItemResult]:
     return index, _WORKER["task"].run(index, image_rng(_WORKER["seed"], index))
 
 
-_SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextmanager
-def _spawn_environment() -> Iterator[None]:
-    """While workers start: single-threaded BLAS in their environment and SIGINT ignored, which they
-    inherit (Python leaves an ignored SIGINT ignored), so a Ctrl-C reaches only the parent."""
-    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
-    os.environ.update({k: "1" for k in _SINGLE_THREAD_ENV})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _worker_processes(executor: Any) -> list[Any]:
-    # ProcessPoolExecutor has no public way to reach its processes (to stop running calls, read exit codes).
-    return list((getattr(executor, "_processes", None) or {}).values())
-
-
-def _death_cause(executor: Any) -> str:
-    """``killed by SIGKILL`` / ``exit status 1``... of the worker(s) that died, as far as known."""
-    causes = []
-    for process in _worker_processes(executor):
-        code = process.exitcode
-        if code is None or code == 0 or code == -signal.SIGTERM:  # alive, clean, or stopped by the pool
-            continue
-        causes.append(f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
-    return ", ".join(sorted(set(causes))) or "ended abruptly"
-
-
-def _worker_died(executor: Any, in_flight: Sequence[int]) -> WorkerDiedError:
-    """The error for a dead worker: how it ended, which items were in progress, what to do."""
-    return WorkerDiedError(
-        f"a worker process died ({_death_cause(executor)}) while items {min(in_flight)}-{max(in_flight)} were in "
-        "progress; the usual causes are running out of memory (SIGKILL) and a crash in native code (SIGABRT, "
-        "e.g. a failed Caffe CHECK; SIGSEGV). The finished chunks are kept: re-run the same command to resume "
-        "(with a smaller -j if memory is short).")
-
-
-def _stop(executor: Any) -> None:
-    """Cancel what has not started and end the workers now (interrupt or error in the parent)."""
-    processes = _worker_processes(executor)
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-
-
 def parallel_items(task: Task, indices: Sequence[int], jobs: int, seed: int) -> Iterator[tuple[int, ItemResult]]:
     """``(index, result)`` in the order of ``indices``; ``jobs > 1`` uses spawned processes.
 
@@ -228,40 +163,18 @@ def parallel_items(task: Task, indices: Sequence[int], jobs: int, seed: int) -> 
         for index in indices:
             yield index, task.run(index, image_rng(seed, index))
         return
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-    import multiprocessing
-
-    jobs = min(jobs, len(indices))
-    executor = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), _init_worker, (task, seed))
-    pending: deque = deque()
-    todo = iter(indices)
     try:
-        with _spawn_environment():  # the first `jobs` submissions start the workers
-            pending.extend((i, executor.submit(_run_item, i)) for i in itertools.islice(todo, 2 * jobs))
-        while pending:
-            index, future = pending.popleft()
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                raise _worker_died(executor, [index] + [i for i, _ in pending]) from None
-            pending.extend((i, executor.submit(_run_item, i)) for i in itertools.islice(todo, 1))
-            yield result
-    except BaseException:
-        _stop(executor)
-        raise
-    executor.shutdown(wait=True)
+        yield from ordered_map(_run_item, indices, min(jobs, len(indices)), initializer=_init_worker,
+                               initargs=(task, seed), in_flight=2 * jobs)
+    except WorkerDiedError as exc:
+        raise WorkerDiedError(
+            f"a worker process died ({exc.cause}) while items {min(exc.in_flight)}-{max(exc.in_flight)} were in "
+            "progress; the usual causes are running out of memory (SIGKILL) and a crash in native code (SIGABRT, "
+            "e.g. a failed Caffe CHECK; SIGSEGV). The finished chunks are kept: re-run the same command to resume "
+            "(with a smaller -j if memory is short).", exc.cause, exc.in_flight) from None
 
 
 # ----------------------------------------------------------------------------- runner
-def default_jobs() -> int:
-    """All cores this process may use."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 class _ChunkWriter:
     """Streams items' samples into their chunk's ``.bin.partial``; commits a chunk after its last item.
 
@@ -326,7 +239,7 @@ def run_generator(task: Task, out_dir: str | Path, seed: int = 0, jobs: int | No
     out_dir = Path(out_dir)
     if len(task) == 0:
         raise EmptyInputError(f"nothing to generate: the {task.kind} input has no items")
-    jobs = default_jobs() if not jobs or jobs < 1 else jobs
+    jobs = default_workers() if not jobs or jobs < 1 else jobs
     manifest = {"format": SAMPLE_FORMAT, "generator": task.kind, "size": task.size, "seed": int(seed),
                 "items": len(task), "chunk_images": int(chunk_images), "config": task.config()}
     prepare_output(out_dir, manifest, overwrite)

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import steps
 from .defaults import DEFAULT_NMS, MAX_PYRAMID_PIXELS, PNET_TILE, PRESETS  # noqa: F401  (PRESETS: part of this module's API)
-from .backends import BACKENDS, StageNet, retain_freed_memory
+from .backends import StageNet, check_backend, retain_freed_memory
 from ..net_input import images_to_blob
 from ..nets.weights import resolve_weights_dir
 
@@ -129,9 +129,7 @@ class MtcnnDetector:
             raise ValueError(f"max_pyramid_pixels must be a positive number, not {max_pyramid_pixels}")
         #: Images whose P-Net pyramid holds more pixels than this are refused (:meth:`check_pyramid_size`).
         self.max_pyramid_pixels = float(max_pyramid_pixels)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         self.fast_resize = bool(fast_resize)
         if int(pnet_tile) < 24:
             raise ValueError(f"pnet_tile must be at least 24 px, not {pnet_tile}")

@@ -3,7 +3,7 @@ same bodies as the deploy nets (:mod:`.deploy`), so layer names match the offici
 fine-tuning, and a trained net's weights drop into the deploy net unchanged.
 
 Per stage: the data layer (:class:`mtcnn_caffe.train.layers.MtcnnBatchLayer`), the body with fillers, and
-the losses (blocked back-propagation, :mod:`mtcnn_caffe.train.layers`):
+the losses (blocked back-propagation, the shared :mod:`caffe_common.loss_layers`):
 
 * ``loss_cls``: OHEM softmax (hardest ``ohem`` share of pos/neg) or, with ``ohem=1``, Caffe's own
   ``SoftmaxWithLoss { ignore_label: -1 }``; plus ``accuracy`` on pos/neg;
@@ -117,7 +117,7 @@ def _data_layer(L, recipe: StageRecipe, split: str):
 
 def _python_loss(L, bottoms, layer: str, params: dict, weight: float):
     return L.Python(*bottoms, loss_weight=weight, python_param={
-        "module": "mtcnn_caffe.train.layers", "layer": layer, "param_str": json.dumps(params)})
+        "module": "caffe_common.loss_layers", "layer": layer, "param_str": json.dumps(params)})
 
 
 def train_net(recipe: StageRecipe, split: str = "train") -> Any:

@@ -1,4 +1,6 @@
-"""Caffe Python layers of MTCNN training: the batch-mixing data layer and the two losses Caffe lacks.
+"""Caffe Python layers of MTCNN training: the batch-mixing data layer here, the two losses Caffe lacks in
+:mod:`caffe_common.loss_layers` (shared with the face SSD; re-exported here so that train nets written
+before the move, which name this module, still load).
 
 Blocked back-propagation: every sample trains only the tasks it has labels for. Classification uses
 pos (1) and neg (0) and ignores part/landmark samples (the data layer's ``cls_label`` is -1 for them, so
@@ -15,12 +17,12 @@ nets' output order ``x1..x5, y1..y5`` (:func:`mtcnn_caffe.data.records.landmarks
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from caffe_common.env import import_caffe
+from caffe_common.loss_layers import MaskedEuclideanLoss, OhemSoftmaxLoss, layer_params
 
 from ..data.lmdb_io import RecordReader
 from ..data.records import LABELS, landmarks_to_net_order
@@ -30,16 +32,7 @@ from .batches import DEFAULT_MIX, BatchPlan, Mix, split_counts
 caffe = import_caffe()
 
 TOP_NAMES = ("data", "label", "cls_label", "roi", "pts")
-
-
-def _params(layer: str, text: str) -> dict:
-    try:
-        params = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{layer}: param_str must be JSON, got {text!r}: {exc}") from exc
-    if not isinstance(params, dict):
-        raise ValueError(f"{layer}: param_str must be a JSON object, got {text!r}")
-    return params
+__all__ = ["TOP_NAMES", "MaskedEuclideanLoss", "MtcnnBatchLayer", "OhemSoftmaxLoss", "records_to_tops"]
 
 
 def records_to_tops(records: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,7 +52,7 @@ class MtcnnBatchLayer(caffe.Layer):
             raise ValueError("MtcnnBatchLayer takes no bottoms")
         if not 1 <= len(top) <= len(TOP_NAMES):
             raise ValueError(f"MtcnnBatchLayer has 1 to 5 tops ({', '.join(TOP_NAMES)}), got {len(top)}")
-        params = _params("MtcnnBatchLayer", self.param_str)
+        params = layer_params("MtcnnBatchLayer", self.param_str)
         if "source" not in params:
             raise ValueError("MtcnnBatchLayer: param_str needs 'source' (the pack folder of gen_net_imdb.py)")
         self.reader = RecordReader(params["source"])
@@ -105,85 +98,3 @@ class MtcnnBatchLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass
-
-
-def _rows(blob) -> np.ndarray:
-    return blob.data.reshape(blob.data.shape[0], -1)
-
-
-class MaskedEuclideanLoss(caffe.Layer):
-    """``sum over selected rows of ||pred - target||^2 / (2 n_selected)`` (Caffe's EuclideanLoss on the rows
-    whose ``label`` is in ``param_str`` ``{"labels": [...]}``); other rows get zero gradient; 0 when none.
-
-    Bottoms: prediction ``(N, K[, 1, 1])``, target ``(N, K)``, label ``(N,)``.
-    """
-
-    def setup(self, bottom, top):
-        if len(bottom) != 3:
-            raise ValueError("MaskedEuclideanLoss takes prediction, target and label bottoms")
-        labels = _params("MaskedEuclideanLoss", self.param_str).get("labels")
-        if not labels:
-            raise ValueError("MaskedEuclideanLoss: param_str needs 'labels', e.g. {\"labels\": [1, -1]}")
-        self.labels = np.array(labels, dtype=np.float32)
-
-    def reshape(self, bottom, top):
-        if _rows(bottom[0]).shape != _rows(bottom[1]).shape:
-            raise ValueError(f"MaskedEuclideanLoss: prediction {bottom[0].data.shape} and target "
-                             f"{bottom[1].data.shape} differ in size")
-        top[0].reshape(1)
-
-    def forward(self, bottom, top):
-        self.mask = np.isin(bottom[2].data.reshape(-1), self.labels)
-        self.count = int(self.mask.sum())
-        self.diff = (_rows(bottom[0]) - _rows(bottom[1])) * self.mask[:, None]
-        top[0].data[0] = (self.diff ** 2).sum() / (2 * self.count) if self.count else 0.0
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            scale = top[0].diff[0] / self.count if self.count else 0.0
-            bottom[0].diff[...] = (self.diff * scale).reshape(bottom[0].diff.shape)
-        for k in (1, 2):
-            if propagate_down[k]:
-                bottom[k].diff[...] = 0
-
-
-class OhemSoftmaxLoss(caffe.Layer):
-    """Softmax cross-entropy over the samples with ``cls_label >= 0``, back-propagated from the hardest
-    ``keep`` share of them only (the paper's online hard example mining, ``keep`` 0.7); the loss is the
-    mean over the kept samples. Bottoms: logits ``(N, 2[, 1, 1])``, ``cls_label`` ``(N,)``.
-    ``param_str``: ``{"keep": 0.7}``.
-    """
-
-    def setup(self, bottom, top):
-        if len(bottom) != 2:
-            raise ValueError("OhemSoftmaxLoss takes logits and cls_label bottoms")
-        self.keep = float(_params("OhemSoftmaxLoss", self.param_str).get("keep", 0.7))
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"OhemSoftmaxLoss: keep must be in (0, 1], got {self.keep}")
-
-    def reshape(self, bottom, top):
-        top[0].reshape(1)
-
-    def forward(self, bottom, top):
-        logits = _rows(bottom[0]).astype(np.float64)
-        label = bottom[1].data.reshape(-1).astype(np.int64)
-        valid = np.flatnonzero(label >= 0)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        self.prob = np.exp(log_prob)
-        losses = -log_prob[valid, label[valid]]
-        n_keep = math.ceil(self.keep * len(valid))
-        order = np.argsort(-losses, kind="stable")[:n_keep]
-        self.kept, self.label = valid[order], label
-        top[0].data[0] = losses[order].mean() if n_keep else 0.0
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            grad = np.zeros_like(self.prob)
-            if len(self.kept):
-                grad[self.kept] = self.prob[self.kept]
-                grad[self.kept, self.label[self.kept]] -= 1
-                grad *= top[0].diff[0] / len(self.kept)
-            bottom[0].diff[...] = grad.reshape(bottom[0].diff.shape)
-        if propagate_down[1]:
-            bottom[1].diff[...] = 0

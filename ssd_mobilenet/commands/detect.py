@@ -131,7 +131,7 @@ Report = Callable[..., None]
 def run(args: argparse.Namespace, report: Report | None = None) -> int:
     """Check options and outputs, load and check the model, detect; exit status as in :data:`DESCRIPTION`."""
     from caffe_common.assets import AssetError
-    from caffe_common.batch import OutputError, check_json_output, check_output_dir
+    from caffe_common.batch import OutputError, check_json_output, check_output_dir, finish_batch_command
     from caffe_common.model_files import CaffeModelError
 
     from ..detect import load_detector
@@ -159,26 +159,9 @@ def run(args: argparse.Namespace, report: Report | None = None) -> int:
     except (CaffeModelError, AssetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        summary = run_detection(detector, args.inputs, json_out=json_out, draw_out=args.draw, resume=args.resume,
-                                overwrite=args.overwrite, progress=not getattr(args, "no_progress", True), report=report)
-    except (OutputError, OSError) as exc:  # outputs changed since the check, a full disk, a closed pipe
-        print(f"error: {exc}{_kept(json_out)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted{_kept(json_out)}", file=sys.stderr)
-        return 130
-    resumed = f", {summary.resumed} already done" if args.resume else ""
-    print(f"{summary.images} images, {summary.found} detections, {len(summary.failures)} inputs failed{resumed}",
-          file=sys.stderr)
-    return summary.exit_status
-
-
-def _kept(json_out: str | None) -> str:
-    """What an interrupted run leaves, for its message."""
-    if json_out in (None, "-"):
-        return ""
-    return f" (the images finished so far are in {json_out}; rerun with --resume to continue)"
+    return finish_batch_command(lambda: run_detection(
+        detector, args.inputs, json_out=json_out, draw_out=args.draw, resume=args.resume, overwrite=args.overwrite,
+        progress=not getattr(args, "no_progress", True), report=report), json_out, "detections", args.resume)
 
 
 DEMO_DESCRIPTION = (

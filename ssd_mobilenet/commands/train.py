@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from caffe_common.cli import count, number
+from caffe_common.cli import count, number, run_training
 
 DEFAULT_SOLVER = Path("example/solver_train.prototxt")   # where scripts/gen_model.sh writes it
 DEFAULT_OUT = Path("snapshot")                            # the seed's snapshot folder
@@ -42,22 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caffe_common.solver import TrainingDiverged, TrainingError, TrainingInterrupted
     from ssd_mobilenet.training import train_ssd
 
-    try:
-        result = train_ssd(args.solver, args.out, weights=args.weights, resume=args.resume, max_iter=args.max_iter,
-                           base_lr=args.base_lr, seed=args.seed, test_every=args.test_every,
-                           snapshot_every=args.snapshot_every, progress=not args.no_progress)
-    except TrainingInterrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return 130
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result, status = run_training(lambda: train_ssd(
+        args.solver, args.out, weights=args.weights, resume=args.resume, max_iter=args.max_iter,
+        base_lr=args.base_lr, seed=args.seed, test_every=args.test_every, snapshot_every=args.snapshot_every,
+        progress=not args.no_progress))
+    if result is None:
+        return status
     last = ", ".join(f"{k} {v:.4g}" for k, v in result.last_row.items() if k != "iter")
     print(f"trained {result.iterations} iterations in {result.seconds:.0f} s ({last})")
     print(f"wrote {result.weights}, {result.log}" + (f", {result.plot}" if result.plot else ""))
