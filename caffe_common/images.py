@@ -186,16 +186,19 @@ def channel_values(values: float | Sequence[float], channels: int, what: str) ->
     return np.broadcast_to(array, (channels,)).astype(np.float32)
 
 
-def to_net_input(image: np.ndarray, size: tuple[int, int], mean: float | Sequence[float], scale: float,
-                 swap_rb: bool = False) -> np.ndarray:
+def to_net_input(image: np.ndarray, size: tuple[int, int], mean: float | Sequence[float],
+                 scale: float | Sequence[float], swap_rb: bool = False) -> np.ndarray:
     """The ``(1, C, H, W)`` float32 input of a uint8 image (``(h, w, 3)`` BGR or ``(h, w)`` gray) for a net
     taking ``size = (W, H)``: bilinear resize (SSD's test transform), channels swapped to RGB if
-    ``swap_rb``, then ``(pixel - mean) * scale`` with ``mean`` in the net's channel order."""
+    ``swap_rb``, then ``(pixel - mean) * scale`` with ``mean`` and ``scale`` each one number or one per
+    channel, in the net's channel order (per-channel ``scale = 1 / std`` gives torchvision's normalisation)."""
     import cv2
 
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a BGR (height, width, 3) or gray (height, width) image, got shape {image.shape}")
     resized = cv2.resize(image, tuple(size), interpolation=cv2.INTER_LINEAR)
     hwc = resized[..., None] if resized.ndim == 2 else resized[..., ::-1] if swap_rb else resized
-    normalised = (hwc.astype(np.float32) - channel_values(mean, hwc.shape[2], "mean")) * np.float32(scale)
+    channels = hwc.shape[2]
+    normalised = (hwc.astype(np.float32) - channel_values(mean, channels, "mean")) * channel_values(
+        scale, channels, "scale")
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from caffe_common.atomic import write_json_atomic, write_text_atomic
 from caffe_common.solver import latest_snapshot
 
-from ..annotations import read_wider_gt
+from ..annotations import read_wider_gt, split_wider_annotations
 
 STAGE_NAMES = {12: "det1", 24: "det2", 48: "det3"}
 
@@ -70,32 +70,6 @@ class CascadeState:
     def record(self, step: str, summary: dict[str, Any]) -> None:
         self.steps[step] = summary
         write_json_atomic(self.path, {"steps": self.steps})
-
-
-def split_wider_annotations(anno: Path, held_out_events: Sequence[str], out_dir: Path) -> tuple[Path, Path | None]:
-    """Write the WIDER annotation without (``train_gt.txt``) and with only (``held_out_gt.txt``) the images of
-    ``held_out_events`` (folder names such as ``13--Interview``, or their part after ``--``)."""
-    if not held_out_events:
-        return anno, None
-    parsed = read_wider_gt(anno)
-    wanted = {e.lower() for e in held_out_events}
-
-    def held_out(name: str) -> bool:
-        event = name.split("/")[0].lower()
-        return event in wanted or event.split("--", 1)[-1] in wanted
-
-    parts: dict[bool, list[str]] = {True: [], False: []}
-    for item in parsed.items:
-        lines = [item.name, str(len(item.boxes))]
-        lines += [" ".join(str(int(v)) for v in (*box, *attrs)) for box, attrs in zip(item.boxes, item.attrs)]
-        if not len(item.boxes):
-            lines.append("0 0 0 0 0 0 0 0 0 0")
-        parts[held_out(item.name)].extend(lines)
-    if not parts[True]:
-        raise ValueError(f"{anno}: no image of the held-out events {list(held_out_events)}")
-    train = write_text_atomic(out_dir / "train_gt.txt", "\n".join(parts[False]) + "\n")
-    test = write_text_atomic(out_dir / "held_out_gt.txt", "\n".join(parts[True]) + "\n")
-    return train, test
 
 
 def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
