@@ -63,10 +63,11 @@ PLAIN_SERVER = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import cv2
-from mtcnn_caffe.detect import backends, steps
+from mtcnn_caffe.detect import backends
 from mtcnn_caffe.detect.cascade import MtcnnDetector
 backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
-steps._dense_nms_sorted = steps._greedy_nms_sorted
+import caffe_common.nms
+caffe_common.nms._dense_nms_sorted = caffe_common.nms._greedy_nms_sorted
 config = json.loads(sys.stdin.readline())
 detector = MtcnnDetector(backend="opencv", min_size=config["min_size"], factor=config["factor"],
                          thresholds=config["thresholds"], retain_memory=False)

@@ -135,9 +135,14 @@ def depthwise_separable(n: Any, name: str, bottom: Any, in_channels: int, out_ch
 
 @dataclass(frozen=True)
 class PriorSpec:
-    """The prior boxes of one feature map (``PriorBoxParameter``)."""
+    """The prior boxes of one feature map (``PriorBoxParameter``).
 
-    min_size: float
+    ``min_size``: one side, or several (Caffe's repeated ``min_size``: per cell, each size with every
+    aspect ratio, in the order given; a ``max_size`` then goes with a single ``min_size`` only).
+    An empty ``aspect_ratios`` gives square priors only.
+    """
+
+    min_size: float | Sequence[float]
     max_size: float | None = None
     aspect_ratios: Sequence[float] = (2.0,)
     flip: bool = True
@@ -147,6 +152,12 @@ class PriorSpec:
     step: float | None = None
 
     @property
+    def min_sizes(self) -> tuple[float, ...]:
+        """The ``min_size`` values as a tuple."""
+        sizes = self.min_size
+        return tuple(float(s) for s in sizes) if isinstance(sizes, (list, tuple)) else (float(sizes),)
+
+    @property
     def priors_per_cell(self) -> int:
         """Priors per feature-map cell, as ``PriorBoxLayer`` counts them (duplicate ratios ignored)."""
         ratios = [1.0]
@@ -154,13 +165,17 @@ class PriorSpec:
             for value in (r, 1.0 / r) if self.flip else (r,):
                 if all(abs(value - seen) > 1e-6 for seen in ratios):
                     ratios.append(value)
-        return len(ratios) + (1 if self.max_size else 0)
+        return (len(ratios) + (1 if self.max_size else 0)) * len(self.min_sizes)
 
     def param(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"min_size": float(self.min_size)}
+        sizes = self.min_sizes
+        if self.max_size and len(sizes) != 1:
+            raise ValueError(f"a max_size ({self.max_size}) needs exactly one min_size, got {sizes}")
+        out: dict[str, Any] = {"min_size": sizes[0] if len(sizes) == 1 else list(sizes)}
         if self.max_size:
             out["max_size"] = float(self.max_size)
-        out["aspect_ratio"] = [float(r) for r in self.aspect_ratios]
+        if self.aspect_ratios:  # NetSpec cannot write an empty repeated field
+            out["aspect_ratio"] = [float(r) for r in self.aspect_ratios]
         out.update({"flip": self.flip, "clip": self.clip, "variance": [float(v) for v in self.variance],
                     "offset": float(self.offset)})
         if self.step:

@@ -3,7 +3,7 @@ shared ones of :mod:`caffe_common.commands`."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from caffe_common.cli import build_parser, run
 
@@ -15,7 +15,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser(
         "ssd-mobilenet",
-        "MobileNet-SSD object detection on real Caffe: generate networks, detect, evaluate, export (training: planned).",
+        "MobileNet-SSD on real Caffe: generate networks, train, detect objects, evaluate, export; the single-pass "
+        "face + landmark network (train-faces, detect-faces).",
         commands, caffe_common.commands,
     )
     return run(parser, argv)

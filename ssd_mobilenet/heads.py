@@ -13,8 +13,9 @@ anchors) is not checked per head; Caffe's own check still runs in a child proces
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from caffe_common.model_files import phase_layers
 
@@ -67,14 +68,20 @@ def _class_param(layer: Any) -> Any:
     return layer.multibox_loss_param if layer.type == "MultiBoxLoss" else layer.detection_output_param
 
 
-def check_heads_match_priors(net: Any, path: str | Path, phase: int) -> None:
-    """Raise :class:`HeadMismatchError` when a head convolution's ``num_output`` is not boxes-per-cell
-    times 4 (location) or times ``num_classes`` (confidence) of the priors on its feature map."""
-    layers = phase_layers(net, phase)
+def _priors_by_map(layers: Sequence[Any]) -> dict[str, list[Any]]:
+    """Feature-map blob -> the ``PriorBox`` layers reading it."""
     priors: dict[str, list[Any]] = {}
     for layer in layers:
         if layer.type == "PriorBox" and layer.bottom:
             priors.setdefault(layer.bottom[0], []).append(layer)
+    return priors
+
+
+def check_heads_match_priors(net: Any, path: str | Path, phase: int) -> None:
+    """Raise :class:`HeadMismatchError` when a head convolution's ``num_output`` is not boxes-per-cell
+    times 4 (location) or times ``num_classes`` (confidence) of the priors on its feature map."""
+    layers = phase_layers(net, phase)
+    priors = _priors_by_map(layers)
     for index, consumer in enumerate(layers):
         if consumer.type not in _HEAD_CONSUMERS or len(consumer.bottom) < 2:
             continue
@@ -85,11 +92,37 @@ def check_heads_match_priors(net: Any, path: str | Path, phase: int) -> None:
         for bottom, per_box, what in ((consumer.bottom[0], 4 * loc_classes, "location"),
                                       (consumer.bottom[1], num_classes, "confidence")):
             for conv in _head_convolutions(bottom, made):
-                _check_head(conv, priors.get(conv.bottom[0], []), per_box, what, consumer, num_classes, path)
+                _check_head(conv, priors.get(conv.bottom[0], []), per_box, what, path,
+                            _class_hint(consumer, num_classes) if what == "confidence" else None)
 
 
-def _check_head(conv: Any, prior_layers: Sequence[Any], per_box: int, what: str, consumer: Any,
-                num_classes: int, path: str | Path) -> None:
+def check_head_outputs(net: Any, path: str | Path, phase: int, outputs: Mapping[str, tuple[int, str]]) -> None:
+    """The same check for a net without ``MultiBoxLoss`` / ``DetectionOutput`` (e.g. the face network,
+    decoded outside Caffe): ``outputs`` maps each concatenated head blob to ``(values per box, what)``,
+    e.g. ``{"mbox_loc": (4, "location")}``. Raises :class:`HeadMismatchError` when no head convolution
+    feeds such a blob or one of them does not fit the priors of its feature map."""
+    layers = phase_layers(net, phase)
+    priors, made = _priors_by_map(layers), _producers(layers)
+    for blob, (per_box, what) in outputs.items():
+        convs = list(_head_convolutions(blob, made))
+        if not convs:
+            raise HeadMismatchError(f"{path}: no head convolution feeds the {what} output '{blob}'")
+        for conv in convs:
+            _check_head(conv, priors.get(conv.bottom[0], []), per_box, what, path)
+
+
+def _class_hint(consumer: Any, num_classes: int) -> Callable[[int, int], str]:
+    """The extra advice for a confidence head predicting another class count than ``consumer`` has."""
+    def hint(outputs: int, boxes: int) -> str:
+        if outputs % boxes:
+            return ""
+        return (f"; it predicts {outputs // boxes} classes per box but layer '{consumer.name}' has num_classes "
+                f"{num_classes}: regenerate the nets with gen-model --classes, or make both agree")
+    return hint
+
+
+def _check_head(conv: Any, prior_layers: Sequence[Any], per_box: int, what: str, path: str | Path,
+                hint: Callable[[int, int], str] | None = None) -> None:
     if len(prior_layers) != 1:
         return
     boxes = priors_per_cell(prior_layers[0])
@@ -97,12 +130,8 @@ def _check_head(conv: Any, prior_layers: Sequence[Any], per_box: int, what: str,
     if outputs == boxes * per_box:
         return
     unit = "4 box offsets" if what == "location" and per_box == 4 else (
-        f"{per_box} values ({num_classes} classes)" if what == "confidence" else f"{per_box} values")
-    hint = ""
-    if what == "confidence" and outputs % boxes == 0:
-        hint = (f"; it predicts {outputs // boxes} classes per box but layer '{consumer.name}' has num_classes "
-                f"{num_classes}: regenerate the nets with gen-model --classes, or make both agree")
+        f"{per_box} values ({per_box} classes)" if what == "confidence" else f"{per_box} values")
     raise HeadMismatchError(
         f"{path}: {what} head '{conv.name}' has num_output {outputs}, but PriorBox '{prior_layers[0].name}' on "
         f"the same feature map '{conv.bottom[0]}' makes {boxes} boxes per cell, so it needs {boxes} x {unit} = "
-        f"{boxes * per_box}{hint}")
+        f"{boxes * per_box}{hint(outputs, boxes) if hint else ''}")

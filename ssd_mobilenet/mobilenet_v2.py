@@ -107,12 +107,14 @@ def last_channels(width: float = 1.0) -> int:
 
 
 def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | None = IMAGENET_CLASSES,
-                     deploy: bool = True, mults: Mults = BACKBONE, depthwise_type: str | None = None) -> dict[str, Any]:
+                     deploy: bool = True, mults: Mults = BACKBONE, depthwise_type: str | None = None,
+                     pool: bool = True) -> dict[str, Any]:
     """Add MobileNetV2 on top ``data`` of NetSpec ``n``; returns its tops by block name (``features.0`` ..
     ``features.18``), plus ``pool`` and, when ``num_classes``, ``classifier`` (the logits).
 
     ``deploy`` fixes every BatchNorm to its stored statistics (``use_global_stats``) and leaves out the
     dropout; otherwise Caffe picks batch or stored statistics by phase and a 0.2 dropout precedes the classifier.
+    ``pool=False`` stops after ``features.18`` (no pooling, no classifier: a detection backbone).
     """
     L, P = netspec.caffe_layers()
     tops: dict[str, Any] = {}
@@ -125,6 +127,9 @@ def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | N
         tops[block.name] = top
     top = netspec.conv_bn_act(n, "features.18", top, last_channels(width), 1, act="relu6", mults=mults)
     tops["features.18"] = top
+    if not pool:
+        set_batch_norm(n, deploy)
+        return tops
     n["pool"] = L.Pooling(top, pooling_param={"pool": P.Pooling.AVE, "global_pooling": True})
     tops["pool"] = top = n["pool"]
     if num_classes:
@@ -136,11 +141,11 @@ def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | N
                                                               "weight_filler": {"type": "gaussian", "std": 0.01},
                                                               "bias_filler": {"type": "constant", "value": 0}})
         tops["classifier"] = n["classifier"]
-    _set_batch_norm(n, deploy)
+    set_batch_norm(n, deploy)
     return tops
 
 
-def _set_batch_norm(n: Any, deploy: bool) -> None:
+def set_batch_norm(n: Any, deploy: bool) -> None:
     """torchvision's eps on every BatchNorm of ``n``; stored statistics only in a deploy net."""
     param: dict[str, Any] = {"eps": BN_EPS}
     if deploy:

@@ -182,10 +182,7 @@ def _backbone(n: Any, config: SsdModelConfig, mults: Mults) -> None:
 
 def _prior_box(n: Any, name: str, source: str, spec: PriorSpec) -> Any:
     L, _ = netspec.caffe_layers()
-    param = spec.param()
-    if not param["aspect_ratio"]:
-        del param["aspect_ratio"]
-    n[name] = L.PriorBox(n[source], n.data, prior_box_param=param)
+    n[name] = L.PriorBox(n[source], n.data, prior_box_param=spec.param())
     return n[name]
 
 

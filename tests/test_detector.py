@@ -287,10 +287,11 @@ def test_opencv_crop_chunks_give_the_same_outputs_as_one_batch(default_weights):
 PLAIN_PATHS = """
 import json, sys
 import cv2, numpy as np
-from mtcnn_caffe.detect import backends, steps as tools
+from mtcnn_caffe.detect import backends
 from mtcnn_caffe.detect.cascade import MtcnnDetector
 backends.BATCH_LIMITS["opencv"] = {"det2": 512, "det3": 256}
-tools._dense_nms_sorted = tools._greedy_nms_sorted
+import caffe_common.nms
+caffe_common.nms._dense_nms_sorted = caffe_common.nms._greedy_nms_sorted
 out = {}
 for backend in ("caffe", "opencv"):
     det = MtcnnDetector(weights_dir=sys.argv[1], backend=backend, retain_memory=False)

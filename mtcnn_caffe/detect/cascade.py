@@ -53,12 +53,10 @@ class Face:
     landmarks: np.ndarray = field(repr=False)
 
     def to_json(self) -> dict:
-        """The face as in ``mtcnn-caffe detect --json`` lines: box and points rounded to 1e-3 px."""
-        return {
-            "box": [round(float(v), 3) for v in self.box],
-            "score": round(float(self.score), 6),
-            "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in self.landmarks],
-        }
+        """The face as in ``mtcnn-caffe detect --json`` lines (:func:`caffe_common.face_output.face_json`)."""
+        from caffe_common.face_output import face_json
+
+        return face_json(self.box, self.score, self.landmarks)
 
 
 def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
