@@ -9,6 +9,7 @@ returned, i.e. after all of that image's other outputs were written.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -312,3 +313,24 @@ def finish_batch_command(run: Callable[[], RunSummary], json_out: str | None, fo
     print(f"{summary.images} images, {summary.found} {found_word}, {len(summary.failures)} inputs failed{resumed}",
           file=sys.stderr)
     return summary.exit_status
+
+
+def add_json_options(group: argparse._ActionsContainer, record: str) -> None:
+    """``--json``, ``--resume`` and ``--overwrite`` of every detect command; ``record`` shows one JSON line."""
+    group.add_argument("--json", metavar="OUT.jsonl",
+                       help=f"one JSON line per image as it is done ('-' for stdout): {record}; an existing file is "
+                       "refused unless --resume or --overwrite")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run: skip the images already in the --json file, append the "
+                       "others")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def json_destination(json_out: str | None, other_outputs: bool, resume: bool) -> str | None:
+    """Where a detect command writes its JSON lines: ``--json``, else stdout (``-``) when it has no other
+    output; :class:`OutputError` when ``--resume`` has no file to resume from."""
+    if json_out is None and not other_outputs:
+        json_out = "-"
+    if resume and json_out in (None, "-"):
+        raise OutputError("--resume needs --json FILE (the record of the images already done)")
+    return json_out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
@@ -26,9 +26,11 @@ from .atomic import write_text_atomic
 from .batch import (
     InputImage,
     RunSummary,
+    add_json_options,
     check_json_output,
     check_output_dir,
     expand_inputs,
+    json_destination,
     run_batch,
 )
 from .drawing import (
@@ -118,6 +120,26 @@ def write_drawing(out_dir: str | Path, out_name: str, image: np.ndarray, faces: 
     """Save the drawn image as :func:`~caffe_common.drawing.drawing_path` atomically (the format follows
     the extension)."""
     return save_drawing(drawing_path(out_dir, out_name), draw_faces(image, faces))
+
+
+# --------------------------------------------------------------------------- command options
+def add_face_output_options(p: Any, record: str, partial_note: str = "") -> None:
+    """The outputs of a face detect command: ``--json`` (:func:`caffe_common.batch.add_json_options`),
+    ``--wider-out``, ``--draw``, ``--no-progress``."""
+    add_json_options(p, record)
+    p.add_argument("--wider-out", metavar="DIR", help="write WIDER FACE submission files DIR/<event>/<name>.txt")
+    p.add_argument("--draw", metavar="DIR",
+                   help=f"save images with boxes, scores and points drawn{partial_note}, as DIR/<path below the "
+                   "input folder> (name clashes get -2, -3, ...; files of an earlier run are replaced)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def checked_face_outputs(args: Any) -> str | None:
+    """The JSON destination of a face detect command's parsed ``args``, every output checked before any
+    work (:class:`caffe_common.batch.OutputError`)."""
+    json_out = json_destination(args.json, bool(args.wider_out or args.draw), args.resume)
+    check_outputs(json_out, args.wider_out, args.draw, resume=args.resume, overwrite=args.overwrite)
+    return json_out
 
 
 # --------------------------------------------------------------------------- the run

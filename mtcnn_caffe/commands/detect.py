@@ -6,6 +6,8 @@ import math
 import sys
 from typing import Callable
 
+from caffe_common.face_output import add_face_output_options
+
 from ..detect import steps
 from ..detect.defaults import MAX_PYRAMID_PIXELS
 
@@ -60,33 +62,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with det1/det2/det3 .prototxt + .caffemodel (default: the converted official "
                    "weights, or env MTCNN_CAFFE_WEIGHTS when set; this option wins over both)")
-    p.add_argument("--json", metavar="OUT.jsonl",
-                   help="write one JSON line per image as it is done ('-' for stdout); an existing file is "
-                   "refused unless --resume or --overwrite")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: skip the images already in the --json file, append the others")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--wider-out", metavar="DIR", help="write WIDER FACE submission files DIR/<event>/<name>.txt")
-    p.add_argument("--draw", metavar="DIR",
-                   help="save images with boxes, scores and points drawn, as DIR/<path below the input folder> "
-                   "(name clashes get -2, -3, ...; files of an earlier run are replaced)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_face_output_options(p, "{image, width, height, faces: [{box, score, landmarks}]}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from caffe_common.batch import OutputError, finish_batch_command
 
-    from ..detect.io import check_outputs, load_detector, run_detection
+    from caffe_common.face_output import checked_face_outputs
+
+    from ..detect.io import load_detector, run_detection
     from ..nets.weights import WeightsMismatchError, WeightsNotFoundError
 
-    json_out = args.json
-    if json_out is None and not args.wider_out and not args.draw:
-        json_out = "-"
     try:
-        if args.resume and json_out in (None, "-"):
-            raise OutputError("--resume needs --json FILE (the record of the images already done)")
-        check_outputs(json_out, args.wider_out, args.draw, resume=args.resume, overwrite=args.overwrite)
+        json_out = checked_face_outputs(args)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

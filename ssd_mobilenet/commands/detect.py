@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
+from caffe_common.batch import add_json_options
 from caffe_common.cli import count, number
 
 DESCRIPTION = (
@@ -82,12 +83,7 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool = False) -> None:
                        help="lowest score kept, in [0, 1] (default: %(default)g; the net's own DetectionOutput "
                        "confidence_threshold applies first)")
     out = p.add_argument_group("outputs")
-    out.add_argument("--json", metavar="OUT.jsonl",
-                     help="one JSON line per image as it is done ('-' for stdout): {image, width, height, detections: "
-                     "[{label, name, score, box}]}; an existing file is refused unless --resume or --overwrite")
-    out.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run: skip the images already in the --json file, append the others")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_json_options(out, "{image, width, height, detections: [{label, name, score, box}]}")
     if demo:
         out.add_argument("--draw", "--out", metavar="DIR", default="output/demo",
                          help="folder for the drawn images (default: %(default)s)")
@@ -131,19 +127,16 @@ Report = Callable[..., None]
 def run(args: argparse.Namespace, report: Report | None = None) -> int:
     """Check options and outputs, load and check the model, detect; exit status as in :data:`DESCRIPTION`."""
     from caffe_common.assets import AssetError
-    from caffe_common.batch import OutputError, check_json_output, check_output_dir, finish_batch_command
+    from caffe_common.batch import (OutputError, check_json_output, check_output_dir, finish_batch_command,
+                                    json_destination)
     from caffe_common.model_files import CaffeModelError
 
     from ..detect import load_detector
     from ..detect_io import run_detection
 
-    json_out = args.json
-    if json_out is None and not args.draw and report is None:
-        json_out = "-"
     try:
         settings = _model_settings(args)
-        if args.resume and json_out in (None, "-"):
-            raise OutputError("--resume needs --json FILE (the record of the images already done)")
+        json_out = json_destination(args.json, bool(args.draw) or report is not None, args.resume)
         if json_out not in (None, "-"):
             check_json_output(json_out, args.resume, args.overwrite)
         if args.draw:

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from caffe_common.cli import count, number
+from caffe_common.face_output import add_face_output_options
 
 DESCRIPTION = (
     "Detect faces and 5 landmarks (left eye, right eye, nose, left/right mouth corner) in one pass of the face "
@@ -39,37 +40,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--nms", type=number(0, 1), metavar="IOU", help="NMS overlap threshold (default: the model's, 0.4)")
     p.add_argument("--backend", choices=("caffe", "opencv"), default="caffe",
                    help="inference engine over the same files and input blob (default: caffe)")
-    p.add_argument("--json", metavar="OUT.jsonl",
-                   help="one JSON line per image as it is done ('-' for stdout): {image, width, height, faces: "
-                   "[{box, score, landmarks, partial}]}; an existing file is refused unless --resume or --overwrite")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: skip the images already in the --json file, append the others")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--wider-out", metavar="DIR", help="write WIDER FACE submission files DIR/<event>/<name>.txt")
-    p.add_argument("--draw", metavar="DIR",
-                   help="save images with boxes, scores and points drawn (partial faces in orange), as DIR/<path "
-                   "below the input folder> (name clashes get -2, -3, ...; files of an earlier run are replaced)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_face_output_options(p, "{image, width, height, faces: [{box, score, landmarks, partial}]}",
+                            " (partial faces in orange)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check outputs and settings, load and check the model, detect; exit status as in :data:`DESCRIPTION`."""
     from caffe_common.batch import OutputError, finish_batch_command
-    from caffe_common.face_output import check_outputs, run_face_detection
+    from caffe_common.face_output import checked_face_outputs, run_face_detection
     from caffe_common.model_files import CaffeModelError
 
     from ..faces.model import FaceModelError, check_size
 
-    json_out = args.json
-    if json_out is None and not args.wider_out and not args.draw:
-        json_out = "-"
     try:
-        if args.resume and json_out in (None, "-"):
-            raise OutputError("--resume needs --json FILE (the record of the images already done)")
         if args.size is not None:
             check_size(args.size)
-        check_outputs(json_out, args.wider_out, args.draw, resume=args.resume, overwrite=args.overwrite)
+        json_out = checked_face_outputs(args)
     except (OutputError, FaceModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
