@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Speed of the single-pass face network vs the MTCNN cascade, side by side in one run.
+
+Times one ``detect`` call per image (median wall ms over ``--runs`` rounds, after one warm-up call each)
+of: the face network (``ssd_mobilenet.faces.FaceDetector``, ``--model-dir``, caffe and opencv backends,
+each at every ``--size``) and the MTCNN cascade (``mtcnn_caffe.detect.cascade.MtcnnDetector`` with its
+default ``official`` settings, caffe and opencv backends, ``--mtcnn-weights`` or the official weights).
+The detectors take turns image by image in each round (order rotated), so a changing machine load hits
+all of them alike. Two groups of images are reported: ``--images`` ("typical") and ``--crowded``.
+
+Run from the repository root with one thread, as in bench/RESULTS.md::
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/face_speed.py \
+        --model-dir models/face_multitask --images IMG... --crowded IMG... [--size 256 320] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from caffe_common.images import read_image
+
+
+def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weights: str | None
+                    ) -> dict[str, Callable[[np.ndarray], list]]:
+    """Name -> one-image detect function, for every detector and backend compared."""
+    from mtcnn_caffe.detect.cascade import MtcnnDetector
+    from ssd_mobilenet.faces.detect import FaceDetector
+
+    detectors: dict[str, Callable[[np.ndarray], list]] = {}
+    for backend in ("caffe", "opencv"):
+        for size in sizes:
+            face = FaceDetector(model_dir, backend=backend, size=size)
+            detectors[f"face net {face.size} {backend}"] = face.detect
+    for backend in ("caffe", "opencv"):
+        detectors[f"MTCNN {backend}"] = MtcnnDetector(weights_dir=mtcnn_weights, backend=backend).detect
+    return detectors
+
+
+def time_group(detectors: dict[str, Callable[[np.ndarray], list]], images: list[np.ndarray], runs: int
+               ) -> dict[str, tuple[float, float]]:
+    """Name -> (median ms per image, mean faces per image) over ``runs`` rounds of all ``images``."""
+    names = list(detectors)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    faces: dict[str, list[int]] = {name: [] for name in names}
+    for name in names:  # warm-up: loads, allocations, OpenCV's first-run setup
+        detectors[name](images[0])
+    for round_ in range(runs):
+        for index, image in enumerate(images):
+            shift = (round_ + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                found = detectors[name](image)
+                times[name].append((time.perf_counter() - start) * 1000)
+                faces[name].append(len(found))
+    return {name: (statistics.median(times[name]), float(np.mean(faces[name]))) for name in names}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", help="face model folder (default: the shipped models/face_multitask)")
+    parser.add_argument("--size", type=int, nargs="+", default=[None],
+                        help="face net input side(s) (default: the model's)")
+    parser.add_argument("--mtcnn-weights", help="MTCNN weights folder (default: the official weights)")
+    parser.add_argument("--images", nargs="+", required=True, help="typical images")
+    parser.add_argument("--crowded", nargs="*", default=[], help="crowded images, reported one by one")
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
+    args = parser.parse_args(argv)
+    detectors = build_detectors(args.model_dir, args.size, args.mtcnn_weights)
+    groups = {f"{len(args.images)} typical images": [read_image(Path(p)) for p in args.images]}
+    for path in args.crowded:
+        groups[f"crowded {Path(path).name}"] = [read_image(Path(path))]
+    header = "| detector | " + " | ".join(f"{g}: ms/image (faces)" for g in groups) + " |"
+    results = {group: time_group(detectors, images, args.runs) for group, images in groups.items()}
+    print(header)
+    print("|---" * (len(groups) + 1) + "|")
+    for name in detectors:
+        cells = " | ".join(f"{results[g][name][0]:.1f} ({results[g][name][1]:.1f})" for g in groups)
+        print(f"| {name} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
