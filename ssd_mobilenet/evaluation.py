@@ -29,7 +29,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from caffe_common.eval.curves import ranked_precision_recall, voc_ap_11_point
-from caffe_common.eval.voc import ClassDetections, VocObjects, evaluate_class, read_voc_xml
+from caffe_common.eval.voc import (ClassDetections, VocObjects, evaluate_class, mean_over_present_classes,
+                                   read_voc_xml)
 from caffe_common.model_files import (TEST_PHASE, CaffeModelError, only_layer, path_in_prototxt, phase_layers,
                                       read_net_prototxt)
 
@@ -187,8 +188,7 @@ class SsdTestResult:
     detection_files: list[Path] = field(default_factory=list)
 
     def _mean(self, attr: str) -> float:
-        values = [getattr(c, attr) for c in self.classes.values() if c.positives]
-        return float(np.mean(values)) if values else float("nan")
+        return mean_over_present_classes(self.classes.values(), attr)
 
     @property
     def caffe_map(self) -> float:

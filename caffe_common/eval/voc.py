@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -36,6 +36,13 @@ VOC_CLASSES = (
     "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 IOU_THRESHOLD = 0.5
+
+
+def mean_over_present_classes(classes: Iterable[Any], attr: str) -> float:
+    """Mean of ``attr`` over the per-class results whose class has ground-truth objects (``positives``);
+    NaN when none has: the VOC mean over the classes present in the test set."""
+    values = [getattr(c, attr) for c in classes if c.positives]
+    return float(np.mean(values)) if values else float("nan")
 
 
 @dataclass
@@ -220,8 +227,7 @@ class VocResult:
     images: int
 
     def _mean(self, attr: str) -> float:
-        values = [getattr(r, attr) for r in self.classes.values() if r.positives]
-        return float(np.mean(values)) if values else float("nan")
+        return mean_over_present_classes(self.classes.values(), attr)
 
     @property
     def map_07(self) -> float:
