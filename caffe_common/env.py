@@ -49,23 +49,24 @@ def openblas_coretype(flags: frozenset[str]) -> str | None:
 
 
 def openblas_kernels() -> str | None:
-    """The kernel set the OpenBLAS loaded into this process (by Caffe) runs, e.g. ``SkylakeX``; None when
-    no Debian OpenBLAS is loaded (numpy's own, renamed copy is not the one Caffe calls)."""
+    """The kernel set of the OpenBLAS that Caffe calls, e.g. ``SkylakeX``; None when Caffe is not loaded
+    or its BLAS is not OpenBLAS.
+
+    The symbol is looked up through Caffe's own extension, whose dependencies hold the BLAS it was linked
+    with: the process may hold other OpenBLAS copies (OpenCV's and numpy's wheels bundle their own), which
+    pick their kernels independently and are not what Caffe's convolutions run on.
+    """
     import ctypes
 
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "/libopenblas" in line})
-    except OSError:
+    module = sys.modules.get("caffe._caffe")
+    if module is None or not getattr(module, "__file__", None):
         return None
-    for path in paths:
-        try:
-            get = ctypes.CDLL(path).openblas_get_corename
-        except (OSError, AttributeError):
-            continue
-        get.restype = ctypes.c_char_p
-        return get().decode()
-    return None
+    try:
+        get = ctypes.CDLL(module.__file__).openblas_get_corename
+    except (OSError, AttributeError):
+        return None
+    get.restype = ctypes.c_char_p
+    return get().decode()
 
 
 class CaffeUnavailableError(RuntimeError):

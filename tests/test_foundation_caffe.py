@@ -1,12 +1,16 @@
 """The foundation: real pycaffe built by `make setup` works (no mocks)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from caffe_common.doctor import REQUIRED_LAYERS
 from caffe_common.env import cpu_flags, openblas_coretype, openblas_kernels
-from tests.conftest import write_prototxt
+from tests.conftest import REPO_ROOT, write_prototxt
 
 
 def test_caffe_has_required_layers(caffe):
@@ -34,6 +38,23 @@ def test_caffe_blas_runs_the_kernels_the_cpu_supports(caffe):
         pytest.skip("this CPU has neither AVX2 + FMA nor AVX-512: OpenBLAS's own choice is kept")
     assert openblas_kernels() not in (None, "Prescott")
 
+
+
+def test_blas_kernels_are_those_of_caffes_own_openblas():
+    # OpenCV's wheel bundles another OpenBLAS; imported first (as pytest's collection may), it picks its
+    # kernels before import_caffe names them, and is not the copy Caffe calls. CI once read its Prescott.
+    best = openblas_coretype(cpu_flags())
+    if best is None:
+        pytest.skip("this CPU has neither AVX2 + FMA nor AVX-512: OpenBLAS's own choice is kept")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = ("import cv2\n"
+            "from caffe_common.env import import_caffe, openblas_kernels\n"
+            "import_caffe()\n"
+            "print(openblas_kernels())\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == best
 
 PYTHON_LAYER_NET = """
 name: "python_layer_net"
