@@ -221,22 +221,23 @@ def concat_heads(n: Any, heads: Sequence[dict[str, Any]], kinds: Sequence[str] =
 
 def inverted_residual(n: Any, name: str, bottom: Any, in_channels: int, out_channels: int, stride: int = 1,
                       expand_ratio: float = 6, act: str | None = "relu6", mults: Mults = BACKBONE,
-                      depthwise_type: str | None = None) -> Any:
+                      depthwise_type: str | None = None, bn: bool = True) -> Any:
     """MobileNetV2's inverted-residual block; returns its output top.
 
     ``name/expand``: 1x1 conv + BN + ``act`` to ``round(in_channels * expand_ratio)`` channels (omitted when
     ``expand_ratio`` is 1); ``name/dw``: 3x3 depthwise conv (``stride``, group = channels) + BN + ``act``;
     ``name/project``: 1x1 linear conv + BN (no activation); ``name/sum``: Eltwise SUM with ``bottom`` when
-    ``stride`` is 1 and ``in_channels == out_channels`` (the shortcut).
+    ``stride`` is 1 and ``in_channels == out_channels`` (the shortcut). ``bn=False``: no BatchNorm + Scale,
+    the convolutions have biases (a net whose BatchNorm is folded, as by merge_bn).
     """
     L, P = caffe_layers()
     hidden = round(in_channels * expand_ratio)
     top = bottom
     if expand_ratio != 1:
-        top = conv_bn_act(n, f"{name}/expand", top, hidden, 1, act=act, mults=mults)
-    top = conv_bn_act(n, f"{name}/dw", top, hidden, 3, stride, 1, group=hidden, act=act, mults=mults,
+        top = conv_bn_act(n, f"{name}/expand", top, hidden, 1, act=act, bn=bn, mults=mults)
+    top = conv_bn_act(n, f"{name}/dw", top, hidden, 3, stride, 1, group=hidden, act=act, bn=bn, mults=mults,
                       depthwise_type=depthwise_type)
-    top = conv_bn_act(n, f"{name}/project", top, out_channels, 1, act=None, mults=mults)
+    top = conv_bn_act(n, f"{name}/project", top, out_channels, 1, act=None, bn=bn, mults=mults)
     if stride == 1 and in_channels == out_channels:
         n[f"{name}/sum"] = L.Eltwise(bottom, top, eltwise_param={"operation": P.Eltwise.SUM})
         top = n[f"{name}/sum"]

@@ -152,8 +152,8 @@ def test_softmax_output_is_a_distribution_per_prior(model_dir, caffe):
 
 
 def train_net(caffe, tmp_path, batch=2, **options):
-    """The train net on the stand-in data, with plausible random weights (its backbone BatchNorm uses stored
-    statistics by default, which the fillers leave at zero)."""
+    """The train net on the stand-in data, with plausible random weights (BatchNorm statistics, which the
+    fillers leave at zero, where the net has BatchNorm)."""
     config = fm.FaceModelConfig(size=SIZE, batch_size=batch, data_layer=STAND_IN, **options)
     files = fm.write_nets(config, tmp_path).files
     net = caffe.Net(str(files[fm.TRAIN_NET]), caffe.TRAIN)
@@ -183,38 +183,64 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
     for name in ("features.4/expand", "features.7/expand", "features.14/expand_mbox_conf", "features.14/expand_mbox_loc"):
         assert grads[name].max() > 0, name
     assert max(g.max() for name, g in grads.items() if name.endswith("_mbox_lmk")) > 0
-    # The first 4 blocks are frozen (Caffe skips their backward pass), the backbone's BatchNorm uses its
-    # stored statistics; from scratch everything learns and BatchNorm uses the batch.
-    assert grads["features.0"].max() == grads["features.3/project"].max() == 0
+    # The first 4 blocks are frozen: no weight or bias there learns, and Caffe skips their backward pass
+    # (features.4's input gets no gradient). The backbone's BatchNorm is folded (none left in it, biases on
+    # its convolutions, the deploy net alike); the extra blocks keep BatchNorm on the batch statistics.
+    frozen = [name for name in net.params if name.split("/")[0] in {f"features.{k}" for k in range(4)}]
+    assert len(frozen) > 8 and all(np.abs(net.params[name][k].diff).max() == 0 for name in frozen
+                                   for k in range(len(net.params[name])))
+    assert np.abs(net.blobs["features.3/sum"].diff).max() == 0
+    assert grads["features.4/dw"].max() > 0
+    types = {layer.name: layer.type for layer in param.layer}
+    assert not any(name.startswith("features.") and kind in ("BatchNorm", "Scale") for name, kind in types.items())
+    assert len(net.params["features.5/dw"]) == 2
+    deploy = read_net_prototxt(files[fm.DEPLOY_NET])
+    assert {layer.name for layer in deploy.layer if layer.type == "BatchNorm"} == {
+        layer.name for layer in param.layer if layer.type == "BatchNorm"}
     bn = {layer.name: layer.batch_norm_param for layer in param.layer if layer.type == "BatchNorm"}
-    assert bn["features.5/dw/bn"].use_global_stats and not bn["extra1/dw/bn"].HasField("use_global_stats")
-    scratch, files = train_net(caffe, tmp_path / "scratch", frozen_bn=False, frozen_blocks=0)
+    assert not bn["extra1/dw/bn"].HasField("use_global_stats")
+    scratch, files = train_net(caffe, tmp_path / "scratch", folded_bn=False, frozen_blocks=0)
     scratch.forward()
     scratch.backward()
     assert np.abs(scratch.params["features.0"][0].diff).max() > 0
-    assert not any(layer.batch_norm_param.use_global_stats for layer in read_net_prototxt(files[fm.TRAIN_NET]).layer
+    scratch_param = read_net_prototxt(files[fm.TRAIN_NET])
+    assert "features.5/dw/bn" in {layer.name for layer in scratch_param.layer}
+    assert not any(layer.batch_norm_param.use_global_stats for layer in scratch_param.layer
                    if layer.type == "BatchNorm")
 
 
-def test_imagenet_weights_load_by_name_into_the_train_net(caffe, tmp_path):
+def test_folded_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_path):
     from caffe_common.assets import AssetError, asset_path
     from caffe_common.solver import weight_fit_problems
-    from ssd_mobilenet.mobilenet_v2 import IMAGENET_ASSET, convert_imagenet_weights
+    from ssd_mobilenet.mobilenet_v2 import IMAGENET_ASSET
 
     try:
-        pth = asset_path(*IMAGENET_ASSET)
+        asset_path(*IMAGENET_ASSET)
     except AssetError as exc:  # pragma: no cover - only without network and without `make setup`
         pytest.skip(f"ImageNet MobileNetV2 weights unavailable: {exc}")
-    weights = tmp_path / "imagenet.caffemodel"
-    convert_imagenet_weights(pth, tmp_path / "imagenet.prototxt", weights)
-    net, _ = train_net(caffe, tmp_path / "nets")
-    assert weight_fit_problems(net, weights, require_all=False) == []
-    net.copy_from(str(weights))
-    reference = caffe.Net(str(tmp_path / "imagenet.prototxt"), str(weights), caffe.TEST)
-    backbone = [name for name in reference.params if name.startswith("features.")]
-    assert len(backbone) > 150 and set(backbone) <= set(net.params)
+    from ssd_mobilenet.faces.training import imagenet_init
+
+    folded = imagenet_init(tmp_path, folded=True)
+    converted = tmp_path / "init" / "mobilenet_v2_imagenet.caffemodel"
+    net, files = train_net(caffe, tmp_path / "nets")
+    assert weight_fit_problems(net, folded, require_all=False) == []
+    net.copy_from(str(folded))
+    # The folded backbone of the face net computes the converted ImageNet net's features.
+    deploy = caffe.Net(str(files[fm.DEPLOY_NET]), str(folded), caffe.TEST)
+    reference = caffe.Net(str(converted.with_suffix(".prototxt")), str(converted), caffe.TEST)
+    reference.blobs["data"].reshape(*deploy.blobs["data"].data.shape)
+    reference.reshape()
+    image = np.random.default_rng(0).normal(0, 1, deploy.blobs["data"].data.shape).astype(np.float32)
+    for model in (deploy, reference):
+        model.blobs["data"].data[...] = image
+        model.forward()
+    for blob in ("features.7/expand", "features.14/project", "features.18"):
+        mine, theirs = deploy.blobs[blob].data, reference.blobs[blob].data
+        assert np.abs(mine - theirs).max() <= 1e-4 * np.abs(theirs).max(), blob
+    backbone = [name for name in net.params if name.startswith("features.") and "_mbox_" not in name]
+    assert len(backbone) > 50
     for name in backbone:
-        for mine, theirs in zip(net.params[name], reference.params[name]):
+        for mine, theirs in zip(net.params[name], deploy.params[name]):
             np.testing.assert_array_equal(mine.data, theirs.data)
 
 

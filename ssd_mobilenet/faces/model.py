@@ -25,13 +25,18 @@ smaller faces with the same priors per stride. Feature maps at 320: 40, 20, 10, 
 
 **Train net**: ``FaceDataLayer`` (``ssd_mobilenet.faces.data_layer``: ``data``, ``gt``) -> backbone -> heads ->
 ``FacePriorTargetLayer`` (per-prior targets) -> three shared losses (:mod:`caffe_common.loss_layers`). From
-ImageNet weights (the default) the backbone is fine-tuned gently: its BatchNorm keeps the stored statistics
-and its Scale layers their values (batches of 16 on a CPU are too small to estimate statistics; Caffe's
-batch-statistics BatchNorm is also a third of an iteration), its convolutions learn at 0.1x the rate of the
-new layers (MobileNet-SSD's multiplier; at the full rate of 1e-3 the frozen-BN MobileNetV2 diverges within 20
-iterations even on one repeated batch, at 0.1x it converges), and the stride-2/4 blocks ``features.0-3`` are
-not trained (their backward pass would be a quarter of an iteration). From scratch
-(:class:`FaceModelConfig` ``frozen_bn`` False, ``frozen_blocks`` 0, ``backbone_lr`` 1) everything learns. Losses:
+ImageNet weights (the default) the backbone is fine-tuned gently: its BatchNorm stays at the stored ImageNet
+statistics and affine (batches of 16 on a CPU are too small to estimate statistics), and being constant it is
+**folded** into the convolutions (``folded_bn``: the backbone has no BatchNorm/Scale layers, its convolutions
+have biases, and the init weights are :mod:`caffe_common.merge_bn`'s fold of the converted ImageNet net). That
+is the same function as frozen BatchNorm and saves the third of an iteration Caffe spends in BatchNorm + Scale
+forward and backward; the deploy net has the same folded backbone, so no merge_bn is needed after training.
+Its convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's multiplier; at the full rate of
+1e-3 the frozen-BN MobileNetV2 diverges within 20 iterations even on one repeated batch, at 0.1x it
+converges), and the stride-2/4 blocks ``features.0-3`` are not trained (their backward pass would be a quarter
+of an iteration; Caffe skips it when no layer below block 4 learns). From scratch (:class:`FaceModelConfig`
+``folded_bn`` False, ``frozen_blocks`` 0, ``backbone_lr`` 1) everything learns, with BatchNorm on the batch
+statistics. Losses:
 
 * ``loss_conf``: ``OhemSoftmaxLoss`` ``{"neg_pos_ratio": 3, "per_image": true}`` (SSD's hard negatives);
 * ``loss_box``: ``MaskedSmoothL1Loss`` on priors matched to any box (face or partial);
@@ -155,9 +160,10 @@ class FaceModelConfig:
     neg_pos_ratio: float = 3.0
     loss_weights: LossWeights = field(default_factory=LossWeights)
     data_layer: tuple[str, str] = DATA_LAYER
-    #: Backbone BatchNorm on its stored (ImageNet) statistics during training, as fine-tuned detectors do
-    #: with small batches; False (batch statistics) when the backbone starts from its fillers.
-    frozen_bn: bool = True
+    #: Backbone BatchNorm constant at its stored (ImageNet) statistics, as fine-tuned detectors keep it with
+    #: small batches, and therefore folded into the convolutions (no BatchNorm/Scale layers in the backbone,
+    #: train and deploy); False (BatchNorm on batch statistics) when the backbone starts from its fillers.
+    folded_bn: bool = True
     #: Blocks ``features.0`` .. ``features.<k-1>`` not trained (stride <= 4, generic edges): their backward
     #: pass, a quarter of an iteration at 320, is skipped. 0 when the backbone starts from its fillers.
     frozen_blocks: int = 4
@@ -214,44 +220,40 @@ def prior_count(size: int) -> int:
 
 
 # --------------------------------------------------------------------------- the network
-def _backbone_layers(n: Any, kind: str, blocks: int | None = None) -> list[Any]:
-    """The NetSpec layers of type ``kind`` in blocks ``features.0`` .. ``features.<blocks-1>`` (all: None)."""
+#: Layer types with learnable weights in the backbone (the native depthwise types included).
+_LEARNING_TYPES = frozenset({"Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Scale"})
+
+
+def _backbone_layers(n: Any, kinds: frozenset[str], blocks: int | None = None) -> list[Any]:
+    """The NetSpec layers of a type in ``kinds`` in blocks ``features.0`` .. ``features.<blocks-1>`` (all: None)."""
     found = []
     for name, top in n.tops.items():
         head = name.split("/")[0]
-        if (top.fn.type_name == kind and head.startswith("features.") and "_mbox_" not in name
+        if (top.fn.type_name in kinds and head.startswith("features.") and "_mbox_" not in name
                 and (blocks is None or int(head.split(".")[1]) < blocks)):
             found.append(top.fn)
     return found
 
 
 def _freeze_for_training(n: Any, config: FaceModelConfig) -> None:
-    """Stored BatchNorm statistics in the backbone (``frozen_bn``) and no learning in its first
-    ``frozen_blocks`` blocks (lr_mult 0 on convolutions and Scale layers)."""
-    frozen = []
-    if config.frozen_bn:
-        for layer in _backbone_layers(n, "BatchNorm"):
-            layer.params["batch_norm_param"] = {**layer.params["batch_norm_param"], "use_global_stats": True}
-        frozen += _backbone_layers(n, "Scale")
-    frozen += _backbone_layers(n, "Convolution", config.frozen_blocks) + _backbone_layers(n, "Scale", config.frozen_blocks)
-    for layer in frozen:
+    """No learning in the backbone's first ``frozen_blocks`` blocks (lr_mult 0 on every weight and bias)."""
+    for layer in _backbone_layers(n, _LEARNING_TYPES, config.frozen_blocks):
         layer.params["param"] = [{"lr_mult": 0, "decay_mult": 0}] * len(layer.params["param"])
 
 
-def _body(n: Any, data: Any, config: FaceModelConfig | None) -> list[dict[str, Any]]:
+def _body(n: Any, data: Any, config: FaceModelConfig, deploy: bool) -> list[dict[str, Any]]:
     """Backbone, extra blocks and the heads (per map: ``loc``, ``conf``, ``lmk``, ``priorbox`` tops) of the
-    train net (``config``) or the deploy net (None)."""
-    deploy = config is None
+    train or the deploy net of ``config``."""
     rate = 1.0 if deploy else config.backbone_lr
     depthwise_type = None if deploy else config.depthwise_type
     tops = add_mobilenet_v2(n, data, num_classes=None, deploy=deploy, mults=Mults(rate, rate, 2 * rate, 0.0),
-                            pool=False, depthwise_type=depthwise_type)
+                            pool=False, depthwise_type=depthwise_type, bn=not config.folded_bn)
     top = tops["features.18"]
     for name, in_channels, out_channels, expansion in EXTRA_BLOCKS:
         top = netspec.inverted_residual(n, name, top, in_channels, out_channels, 2, expansion, act="relu6",
                                         mults=FRESH, depthwise_type=depthwise_type)
     set_batch_norm(n, deploy)
-    if config is not None:
+    if not deploy:
         _freeze_for_training(n, config)
     extra = [(kind, values) for kind, values in HEAD_VALUES.items() if kind not in ("loc", "conf")]
     return [netspec.multibox_head(n, head.source, data, NUM_CLASSES, head.prior_spec(), FRESH, FRESH,
@@ -309,12 +311,12 @@ def net_param(config: FaceModelConfig, phase: str) -> Any:
     n = caffe.NetSpec()
     if phase == "train":
         n.data, n.gt = _python(config.data_layer, ntop=2, params=data_layer_params(config))
-        heads = _body(n, n.data, config)
+        heads = _body(n, n.data, config, deploy=False)
         netspec.concat_heads(n, heads, kinds=("loc", "conf", "lmk", "priorbox"))
         _losses(n, config)
     elif phase == "deploy":
         n.data = caffe.layers.Input(input_param={"shape": {"dim": [1, 3, config.size, config.size]}})
-        _deploy_outputs(n, _body(n, n.data, None))
+        _deploy_outputs(n, _body(n, n.data, config, deploy=True))
     else:
         raise ValueError(f"unknown phase {phase!r} (train or deploy)")
     net = n.to_proto()
@@ -349,6 +351,10 @@ class SolverSettings:
     weight_decay: float = 0.0005
     gamma: float = 0.1
     steps: tuple[float, ...] = (2 / 3, 8 / 9)
+    #: Caffe's ``clip_gradients``: the global L2 norm of all parameter gradients is scaled down to this
+    #: when larger (0: off). Early iterations of a fresh head on a pretrained backbone give rare huge
+    #: gradients (landmark offsets of loosely matched priors); clipping them lets a higher rate be used.
+    clip_gradients: float = 0.0
 
 
 def solver_text(train_net: str | Path, max_iter: int, seed: int = 0, settings: SolverSettings = SolverSettings()) -> str:
@@ -359,6 +365,8 @@ def solver_text(train_net: str | Path, max_iter: int, seed: int = 0, settings: S
     lines = [f"net: {json.dumps(str(train_net))}", 'type: "SGD"', f"base_lr: {settings.base_lr:g}",
              'lr_policy: "multistep"', f"gamma: {settings.gamma:g}"]
     lines += [f"stepvalue: {max(1, round(max_iter * s))}" for s in settings.steps]
+    if settings.clip_gradients > 0:
+        lines.append(f"clip_gradients: {settings.clip_gradients:g}")
     lines += [f"momentum: {settings.momentum:g}", f"weight_decay: {settings.weight_decay:g}", f"max_iter: {max_iter}",
               f"snapshot: {max(1, min(1000, max_iter // 10))}",
               f"snapshot_prefix: {json.dumps(str(Path(train_net).parent / 'face'))}", f"random_seed: {seed}",

@@ -45,6 +45,7 @@ INIT_CHOICES = ("imagenet", "none")
 DEFAULT_ITERS = 1500
 DATA_DIR, INIT_DIR = "data", "init"
 IMAGENET_WEIGHTS = "mobilenet_v2_imagenet.caffemodel"
+FOLDED_IMAGENET_WEIGHTS = "mobilenet_v2_imagenet_nobn.caffemodel"
 
 
 @dataclass
@@ -76,9 +77,12 @@ def _data_index(out: Path, resume: bool, wider_anno: str | Path | None, wider_im
     return index, len(read_face_index(index))
 
 
-def imagenet_init(out: Path) -> Path:
-    """The ImageNet MobileNetV2 caffemodel in ``out/init`` (converted from the pinned asset on first use)."""
+def imagenet_init(out: Path, folded: bool = True) -> Path:
+    """The ImageNet MobileNetV2 caffemodel in ``out/init`` (converted from the pinned asset on first use);
+    ``folded``: its BatchNorm folded into the convolutions by :func:`caffe_common.merge_bn.merge_bn` (checked
+    there: both nets give the same outputs), for a train net with a folded backbone."""
     from caffe_common.assets import asset_path
+    from caffe_common.merge_bn import merge_bn
 
     from ..mobilenet_v2 import IMAGENET_ASSET, convert_imagenet_weights
 
@@ -86,7 +90,14 @@ def imagenet_init(out: Path) -> Path:
     if not weights.is_file():
         weights.parent.mkdir(parents=True, exist_ok=True)
         convert_imagenet_weights(asset_path(*IMAGENET_ASSET), weights.with_suffix(".prototxt"), weights)
-    return weights
+    if not folded:
+        return weights
+    target = out / INIT_DIR / FOLDED_IMAGENET_WEIGHTS
+    if not target.is_file():
+        result = merge_bn(weights.with_suffix(".prototxt"), weights, target.with_suffix(".prototxt"), target)
+        if not result.written:
+            raise TrainingError(f"folding the BatchNorm of {weights} changed its outputs; nothing written")
+    return target
 
 
 def export_weights(deploy: Path, trained: Path, target: Path) -> Path:
@@ -109,9 +120,11 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
                 resume: bool = False, seed: int = 0, base_lr: float | None = None,
-                hold_out: Sequence[str] | None = None, progress: bool = True) -> FaceTrainResult:
+                hold_out: Sequence[str] | None = None, progress: bool = True,
+                solver: SolverSettings = SolverSettings()) -> FaceTrainResult:
     """Train the face network into ``out_dir`` (module docstring). ``resume``: continue from the newest
     snapshot in ``out_dir`` (the index there is reused); without it a folder with snapshots is refused.
+    ``solver``: the SGD settings (``base_lr`` overrides its rate).
     Raises :class:`~caffe_common.solver.TrainingError` (and its subclasses for interrupts and divergence),
     :class:`FaceModelError` or ValueError for unusable inputs."""
     from .dataset import DEFAULT_HOLD_OUT
@@ -123,7 +136,7 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     pretrained = init == "imagenet"
     config = FaceModelConfig(batch_size=batch, seed=seed, depthwise_type=resolve_depthwise("auto"))
     if not pretrained:  # from the fillers, every layer learns at the full rate, BatchNorm from the batch
-        config = replace(config, frozen_bn=False, frozen_blocks=0, backbone_lr=1.0)
+        config = replace(config, folded_bn=False, frozen_blocks=0, backbone_lr=1.0)
     if size is not None:
         config = replace(config, size=size)
     config.check()
@@ -137,12 +150,13 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     index, images = _data_index(out, resume, wider_anno, wider_images, landmarks, landmark_images,
                                 DEFAULT_HOLD_OUT if hold_out is None else hold_out)
     config = replace(config, index=str(index))
-    solver = SolverSettings() if base_lr is None else replace(SolverSettings(), base_lr=base_lr)
+    if base_lr is not None:
+        solver = replace(solver, base_lr=base_lr)
     files = write_nets(config, out, iters, solver).files
     finished = state is not None and int(state.stem.split("_")[1]) >= iters
     result = None
     if not finished:
-        init_weights = [imagenet_init(out)] if pretrained and state is None else []
+        init_weights = [imagenet_init(out, config.folded_bn)] if pretrained and state is None else []
         result = train(TrainConfig(solver=files[SOLVER], out_dir=out, init_weights=init_weights, resume=state,
                                    seed=seed, log_every=10 if iters > 200 else 1, progress=progress))
         trained, iterations, seconds = result.weights, result.iterations, result.seconds
