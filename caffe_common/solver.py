@@ -12,7 +12,7 @@ toolkit get instead, from :func:`train`:
   cut back to the resumed iteration; Python data layers that define ``set_iteration(i)`` are told
   where to continue, so the data order is the same as without the stop);
 * a NaN/inf loss stops the run with the iteration and the last good snapshot named
-  (:class:`TrainingDiverged`); Ctrl-C snapshots the finished iterations and raises
+  (:class:`TrainingDiverged`); Ctrl-C or SIGTERM (`kill`) snapshots the finished iterations and raises
   :class:`TrainingInterrupted` (resumable);
 * a loss plot ``<out>/loss.png`` at the end.
 
@@ -25,10 +25,13 @@ import csv
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .atomic import atomic_path, write_text_atomic
 
@@ -49,7 +52,7 @@ class TrainingDiverged(TrainingError):
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C: the finished iterations were snapshotted; ``resume_from`` continues the run."""
+    """Ctrl-C or SIGTERM: the finished iterations were snapshotted; ``resume_from`` continues the run."""
 
     def __init__(self, message: str, resume_from: Path | None):
         super().__init__(message)
@@ -443,6 +446,25 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler, a shutdown) handled as Ctrl-C while training, so it too ends with a
+    snapshot instead of losing the iterations since the last one; the previous handler is put back after.
+    Only the main thread can install handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(config: TrainConfig, validate: Validator | None = None,
           on_ready: Callable[[Any], None] | None = None) -> TrainResult:
     """Run (or resume) the training described by ``config``; see the module docstring.
@@ -517,41 +539,42 @@ def train(config: TrainConfig, validate: Validator | None = None,
     def current_values() -> dict[str, float]:
         return {name: float(solver.net.blobs[name].data.flat[0]) for name in outputs}
 
-    try:
-        for iteration in range(start + 1, run_param.max_iter + 1):
-            solver.step(1)
-            window_iters += 1
-            values = current_values()
-            if not _is_finite(values):
-                bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-                where = f"resume from the last good snapshot {last_state}" if last_state else "no snapshot was written yet"
-                raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({bad}); {where} "
-                                       "with a lower --base-lr")
-            validation = dict(validate(solver.net, iteration)) if (
-                validate and config.validate_every and iteration % config.validate_every == 0) else {}
-            if iteration % config.log_every == 0 or validation or iteration == run_param.max_iter:
-                row = make_row(iteration, values, validation)
-                log.write(row)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in values or k == "samples_per_s"},
-                                refresh=False)
-            bar.update(1)
-            if snapshot_every and iteration % snapshot_every == 0 and iteration < run_param.max_iter:
-                last_state = write_snapshot(solver, out_dir, scratch / "s")
-    except KeyboardInterrupt:
-        # Caffe does not look at signals inside step(): the interrupt lands between iterations, so every
-        # finished iteration can be logged and snapshotted.
-        bar.close()
-        if solver.iter > start and (not log.rows or log.rows[-1]["iter"] < solver.iter):
-            values = current_values()
-            if _is_finite(values):
-                log.write(make_row(solver.iter, values, {}))
-        log.close()
-        state = write_snapshot(solver, out_dir, scratch / "s") if solver.iter > start else last_state
-        raise TrainingInterrupted(f"interrupted at iteration {solver.iter}; resume with --resume {state}", state) from None
-    except BaseException:
-        bar.close()
-        log.close()
-        raise
+    with _terminate_as_interrupt():
+        try:
+            for iteration in range(start + 1, run_param.max_iter + 1):
+                solver.step(1)
+                window_iters += 1
+                values = current_values()
+                if not _is_finite(values):
+                    bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+                    where = f"resume from the last good snapshot {last_state}" if last_state else "no snapshot was written yet"
+                    raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({bad}); {where} "
+                                           "with a lower --base-lr")
+                validation = dict(validate(solver.net, iteration)) if (
+                    validate and config.validate_every and iteration % config.validate_every == 0) else {}
+                if iteration % config.log_every == 0 or validation or iteration == run_param.max_iter:
+                    row = make_row(iteration, values, validation)
+                    log.write(row)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in values or k == "samples_per_s"},
+                                    refresh=False)
+                bar.update(1)
+                if snapshot_every and iteration % snapshot_every == 0 and iteration < run_param.max_iter:
+                    last_state = write_snapshot(solver, out_dir, scratch / "s")
+        except KeyboardInterrupt:
+            # Caffe does not look at signals inside step(): the interrupt lands between iterations, so every
+            # finished iteration can be logged and snapshotted.
+            bar.close()
+            if solver.iter > start and (not log.rows or log.rows[-1]["iter"] < solver.iter):
+                values = current_values()
+                if _is_finite(values):
+                    log.write(make_row(solver.iter, values, {}))
+            log.close()
+            state = write_snapshot(solver, out_dir, scratch / "s") if solver.iter > start else last_state
+            raise TrainingInterrupted(f"interrupted at iteration {solver.iter}; resume with --resume {state}", state) from None
+        except BaseException:
+            bar.close()
+            log.close()
+            raise
     bar.close()
     log.close()
     final_state = write_snapshot(solver, out_dir, scratch / "s")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -133,6 +135,23 @@ def test_interruption_snapshots_and_resumes(caffe, tmp_path):
     result = sv.train(config(folder, resume=info.value.resume_from))
     assert result.iterations == 30 and [int(r["iter"]) for r in read_log(result.log)][:8] == list(range(1, 9))
 
+
+
+def test_sigterm_snapshots_like_ctrl_c_and_the_handler_is_restored(caffe, tmp_path):
+    folder = make_run(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate(net, iteration):
+        if iteration == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread before kill returns
+        return {}
+
+    with pytest.raises(sv.TrainingInterrupted) as info:
+        sv.train(config(folder, validate_every=1), validate=terminate)
+    assert info.value.resume_from.name == "iter_5.solverstate" and info.value.resume_from.is_file()
+    assert signal.getsignal(signal.SIGTERM) is before
+    result = sv.train(config(folder, resume=info.value.resume_from))
+    assert result.iterations == 30
 
 def test_validation_columns_are_logged(caffe, tmp_path):
     folder = make_run(tmp_path)
