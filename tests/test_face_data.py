@@ -450,3 +450,19 @@ def test_data_layer_test_phase_is_the_plain_resize_in_file_order(caffe, sources,
 def test_data_layer_rejects_bad_params(caffe, sources, tmp_path):
     with pytest.raises(ValueError, match="unknown param_str keys"):
         _data_net(caffe, tmp_path, sources["index"], batch=4)
+
+
+def test_training_index_floor_follows_the_input_size(sources, tmp_path):
+    # A larger net input keeps smaller faces (the floor is MIN_FACE_PX at the tightest crop of that input).
+    from ssd_mobilenet.faces.dataset import min_face_fraction
+    from ssd_mobilenet.faces.training import _data_index
+
+    faces = {}
+    for size in (64, 1024):
+        index, _ = _data_index(tmp_path / str(size), False, sources["anno"], sources["images"], None, None,
+                               ("Interview",), size)
+        faces[size] = sum(len(r.boxes) for r in read_face_index(index).records)
+        summary = json.loads((index.parent / "summary.json").read_text())
+        assert summary["min_face"] == pytest.approx(min_face_fraction(size)) and summary["input_size"] == size
+    assert min_face_fraction(640) == pytest.approx(MIN_FACE / 2)
+    assert faces[1024] > faces[64]

@@ -42,7 +42,8 @@ input to be trained; the augmentation drops smaller ones per sample (after its c
 For the index this means: a face is worth keeping if some training sample can bring it to 10 px. The
 most zoomed-in sample is a square crop of :data:`MIN_CROP_SCALE` (0.3) of the image's short side resized
 to 320, so the index keeps faces with ``sqrt(w * h) >= MIN_FACE * short side``,
-``MIN_FACE = 10 * 0.3 / 320 = 0.0094`` (7.2 px on a 1024 x 768 WIDER image): a face below it is under
+``MIN_FACE = 10 * 0.3 / 320 = 0.0094`` (7.2 px on a 1024 x 768 WIDER image; ``train-faces --size S`` uses
+:func:`min_face_fraction` of S, ``10 * 0.3 / S``): a face below it is under
 10 px in every sample, one above it reaches 10 px in the deepest crops. On the subset this leaves out
 91 of the 4,866 faces of the training events (1.9 %) and 38 of the 1,724 held-out ones. In the detector's view (the whole image resized
 to 320 x 320) the smallest matchable face is ``10 / 320 = 3.1 %`` of the long side (for a square image;
@@ -82,8 +83,16 @@ INDEX_VERSION = 1
 MIN_FACE_PX = 10.0
 #: The smallest random crop, as a fraction of the (expanded) image's short side (:mod:`.augment`).
 MIN_CROP_SCALE = 0.3
-#: Index floor: faces with ``sqrt(w * h) < MIN_FACE * short side`` stay below MIN_FACE_PX in every sample.
-MIN_FACE = MIN_FACE_PX * MIN_CROP_SCALE / INPUT_SIZE
+
+
+def min_face_fraction(size: int = INPUT_SIZE) -> float:
+    """The index floor for a ``size`` x ``size`` net input: faces with ``sqrt(w * h)`` under this fraction of
+    the image's short side stay below :data:`MIN_FACE_PX` in every training sample (even the tightest crop)."""
+    return MIN_FACE_PX * MIN_CROP_SCALE / size
+
+
+#: The index floor at the default input side.
+MIN_FACE = min_face_fraction()
 DEFAULT_HOLD_OUT = ("Interview",)
 SOURCES = ("wider", "landmarks")
 TRAIN_INDEX, HELD_OUT_INDEX, HELD_OUT_GT, SUMMARY = ("train_index.jsonl", "held_out_index.jsonl",
@@ -379,7 +388,8 @@ def build_face_index(wider_anno: str | Path | None, wider_images: str | Path | N
     if held_lines:
         outputs["held_out_index"] = str(write_face_index(out / HELD_OUT_INDEX, {**header, "part": "held_out"},
                                                          held_lines))
-    summary = {"min_face": min_face, "min_face_px_at_input": MIN_FACE_PX, "input_size": INPUT_SIZE,
+    input_size = round(MIN_FACE_PX * MIN_CROP_SCALE / min_face) if min_face else None  # the input the floor is for
+    summary = {"min_face": min_face, "min_face_px_at_input": MIN_FACE_PX, "input_size": input_size,
                "hold_out": list(hold_out), "outputs": outputs,
                "counts": {**{s: counts[s].values for s in roots}, "held_out": held_counts.values},
                "train_images": len(train_lines), "held_out_images": len(held_lines),
@@ -388,7 +398,7 @@ def build_face_index(wider_anno: str | Path | None, wider_images: str | Path | N
     return summary
 
 
-__all__ = ["DEFAULT_HOLD_OUT", "HELD_OUT_GT", "HELD_OUT_INDEX", "MIN_CROP_SCALE", "MIN_FACE", "MIN_FACE_PX",
+__all__ = ["DEFAULT_HOLD_OUT", "HELD_OUT_GT", "HELD_OUT_INDEX", "MIN_CROP_SCALE", "MIN_FACE", "MIN_FACE_PX", "min_face_fraction",
            "SUMMARY", "TRAIN_INDEX", "FaceIndex", "FaceRecord", "build_face_index",
            "read_face_index", "write_face_index"]
 

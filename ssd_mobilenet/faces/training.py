@@ -64,14 +64,15 @@ class FaceTrainResult:
 
 def _data_index(out: Path, resume: bool, wider_anno: str | Path | None, wider_images: str | Path | None,
                 landmarks: str | Path | None, landmark_images: str | Path | None,
-                hold_out: Sequence[str]) -> tuple[Path, int]:
-    """``(train index, images)``: built into ``out/data``, or the one there when resuming."""
-    from .dataset import TRAIN_INDEX, build_face_index, read_face_index
+                hold_out: Sequence[str], size: int) -> tuple[Path, int]:
+    """``(train index, images)``: built into ``out/data`` (the size floor of a ``size`` input), or the one
+    there when resuming."""
+    from .dataset import TRAIN_INDEX, build_face_index, min_face_fraction, read_face_index
 
     index = out / DATA_DIR / TRAIN_INDEX
     if not (resume and index.is_file()):
         summary = build_face_index(wider_anno, wider_images, landmarks, landmark_images, out / DATA_DIR,
-                                   hold_out=hold_out)
+                                   hold_out=hold_out, min_face=min_face_fraction(size))
         if not summary["train_images"]:
             raise TrainingError(f"no training image with a usable face in the inputs (see {out / DATA_DIR})")
     return index, len(read_face_index(index))
@@ -148,7 +149,7 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     if resume and state is None:
         resume = bool((out / DATA_DIR).is_dir())  # nothing trained yet: start, reusing the index if it is there
     index, images = _data_index(out, resume, wider_anno, wider_images, landmarks, landmark_images,
-                                DEFAULT_HOLD_OUT if hold_out is None else hold_out)
+                                DEFAULT_HOLD_OUT if hold_out is None else hold_out, config.size)
     config = replace(config, index=str(index))
     if base_lr is not None:
         solver = replace(solver, base_lr=base_lr)
