@@ -63,6 +63,26 @@ def script(path: str) -> list[str]:
     return [PYTHON, str(REPO / path)]
 
 
+FACE_SCRIPT = """
+import sys
+import numpy as np
+from caffe_common.env import import_caffe
+from ssd_mobilenet.faces import model as fm
+caffe = import_caffe()
+out = sys.argv[1]
+files = fm.write_nets(fm.FaceModelConfig(size=64), out, 10).files
+net = caffe.Net(str(files[fm.DEPLOY_NET]), caffe.TEST)
+rng = np.random.default_rng(0)
+for name, blobs in net.params.items():
+    for blob in blobs:
+        blob.data[...] = rng.normal(0, 0.05, blob.data.shape)
+    if net.layer_dict[name].type == "BatchNorm":
+        blobs[1].data[...] = 1.0
+        blobs[2].data[...] = 1.0
+net.save(out + "/" + fm.WEIGHTS)
+fm.write_model_description(out, 64)
+"""
+
 # ----------------------------------------------------------------------------- cases
 @dataclass
 class Case:
@@ -217,6 +237,17 @@ class Fixtures:
                            capture_output=True, timeout=300)
         self._once("ssd", make)
         return model, weights
+
+    def face_model(self) -> Path:
+        """A face-network model folder (64 x 64 input) with random weights."""
+        folder = self.root / "face"
+
+        def make() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            subprocess.run([PYTHON, "-c", FACE_SCRIPT, str(folder)], cwd=REPO, check=True, capture_output=True,
+                           timeout=300)
+        self._once("face", make)
+        return folder
 
     def wider(self) -> tuple[Path, Path]:
         anno, images = self.root / "wider" / "gt.txt", self.root / "wider" / "images"
@@ -984,6 +1015,112 @@ def add_convert_depthwise_cases() -> None:
     c("out-below-file", "error", conv(target="{tmp}/deploy.prototxt/out.prototxt"))
 
 
+# ----------------------------------------------------------------------------- ssd-mobilenet detect-faces / train-faces
+def face_detect(*args: str, images: dict | None = None, inputs: tuple[str, ...] = ("{tmp}/a.png",),
+                change: Callable[[Path], object] | None = None) -> Callable:
+    """``detect-faces --model-dir`` (a copy of the fixture's face model, then ``change(folder)``), ``args``,
+    the input images (written from ``images``, default one noise PNG)."""
+    def build(tmp: Path, fx: Fixtures) -> list[str]:
+        folder = tmp / "model"
+        shutil.copytree(fx.face_model(), folder)
+        if change:
+            change(folder)
+        for name, data in ({"a.png": png(96, 80)} if images is None else images).items():
+            write(tmp / name, data)
+        return ["detect-faces", "--no-progress", "--model-dir", str(folder),
+                *[a.format(tmp=tmp) for a in (*args, *inputs)]]
+    return build
+
+
+def _edit_json(path: Path, edit: Callable[[dict], object]) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def add_detect_faces_cases() -> None:
+    c = lambda id, expect, build, **kw: case(f"detect-faces-{id}", "ssd-mobilenet detect-faces", SSD, expect, build,
+                                             **kw)
+    c("ok", "ok", face_detect())
+    c("ok-opencv", "ok", face_detect("--backend", "opencv"))
+    c("ok-size-128", "ok", face_detect("--size", "128"))
+    c("gray", "ok", face_detect(inputs=("{tmp}/g.png",), images={"g.png": png(80, 80, channels=1)}))
+    c("rgba", "ok", face_detect(inputs=("{tmp}/r.png",), images={"r.png": png(80, 80, channels=4)}))
+    c("1x1", "ok", face_detect(inputs=("{tmp}/t.png",), images={"t.png": png(1, 1)}))
+    c("1x4000", "ok", face_detect(inputs=("{tmp}/t.png",), images={"t.png": png(4000, 1)}))
+    c("missing-image", "skips", face_detect(inputs=("{tmp}/nope.jpg",)))
+    c("corrupt-image", "skips", face_detect(inputs=("{tmp}/a.png", "{tmp}/c.jpg"), images={"a.png": png(64, 64),
+                                                                                             "c.jpg": GARBAGE}))
+    for opt, value in (("--size", "100"), ("--size", "0"), ("--size", "32"), ("--size", "abc"), ("--conf", "2"),
+                       ("--conf", "nan"), ("--nms", "-1"), ("--backend", "cuda")):
+        c(f"{opt[2:]}-{value}", "error", face_detect(opt, value))
+    c("json-below-file", "error", face_detect("--json", "{tmp}/a.png/out.jsonl"))
+    c("model-dir-missing", "error", lambda t, fx: with_option(face_detect()(t, fx), "--model-dir", t / "nope"))
+    c("model-dir-empty", "error", lambda t, fx: (t / "e").mkdir() or with_option(face_detect()(t, fx), "--model-dir",
+                                                                                 t / "e"))
+    c("model-json-garbage", "error", face_detect(change=lambda m: write(m / "face_model.json", GARBAGE)))
+    c("model-json-list", "error", face_detect(change=lambda m: write(m / "face_model.json", "[1, 2]")))
+    c("model-json-future-format", "error", face_detect(change=lambda m: _edit_json(
+        m / "face_model.json", lambda d: d.update(format=99))))
+    c("model-json-size-odd", "error", face_detect(change=lambda m: _edit_json(
+        m / "face_model.json", lambda d: d["input"].update(size=[65, 65]))))
+    for value in ("big", "NaN", -0.1):
+        c(f"model-json-landmark-variance-{value}", "error", face_detect(change=lambda m, v=value: _edit_json(
+            m / "face_model.json", lambda d: d["priors"].update(landmark_variance=v))))
+    c("weights-garbage", "error", face_detect(change=lambda m: write(m / "face.caffemodel", GARBAGE)))
+    c("weights-truncated", "error", face_detect(change=lambda m: write(
+        m / "face.caffemodel", (m / "face.caffemodel").read_bytes()[:5000])))
+    c("weights-missing", "error", face_detect(change=lambda m: (m / "face.caffemodel").unlink()))
+    c("prototxt-garbage", "error", face_detect(change=lambda m: write(m / "face_deploy.prototxt", "layer { oops")))
+    c("prototxt-bad-bottom", "error", face_detect(change=lambda m: write(
+        m / "face_deploy.prototxt", (m / "face_deploy.prototxt").read_text().replace(
+            'bottom: "data"', 'bottom: "nothing"', 1))))
+    c("prototxt-head-mismatch", "error", face_detect(change=lambda m: write(
+        m / "face_deploy.prototxt", _after((m / "face_deploy.prototxt").read_text(),
+                                           'name: "features.18_mbox_lmk"', "num_output: 20", "num_output: 18"))))
+    c("interrupt", "interrupt", face_detect("--size", "640", inputs=tuple(f"{{tmp}}/i{k}.png" for k in range(INTERRUPT_IMAGES)),
+                                            images={f"i{k}.png": png(640, 480, seed=k)
+                                                    for k in range(INTERRUPT_IMAGES)}), interrupt_after=6)
+
+
+def face_train(*args: str, anno: str | bytes | None = None, landmarks: str | bytes | None = None,
+               out: str = "{tmp}/out") -> Callable:
+    """``train-faces`` on the fixture's tiny WIDER set (or ``anno`` in its place), with ``landmarks`` as a
+    5-point list when given, at 64 x 64, from scratch, then ``args``."""
+    def build(tmp: Path, fx: Fixtures) -> list[str]:
+        gt, images = fx.wider()
+        if anno is not None:
+            gt = write(tmp / "gt.txt", anno)
+        argv = ["train-faces", "--no-progress", "--wider-anno", str(gt), "--wider-images", str(images),
+                "--size", "64", "--batch", "2", "--init", "none", "--hold-out", "--out", out.format(tmp=tmp)]
+        if landmarks is not None:
+            argv += ["--landmarks", str(write(tmp / "lm.txt", landmarks)), "--landmark-images", str(images)]
+        return argv + [a.format(tmp=tmp) for a in args]
+    return build
+
+
+def add_train_faces_cases() -> None:
+    c = lambda id, expect, build, **kw: case(f"train-faces-{id}", "ssd-mobilenet train-faces", SSD, expect, build,
+                                             **kw)
+    model = ("out/face_model.json", "out/face.caffemodel")
+    c("ok-3-iterations", "ok", face_train("--iters", "3"), timeout=300)
+    c("no-sources", "error", lambda t, fx: ["train-faces", "--out", str(t / "out")], absent=model)
+    c("anno-missing", "error", lambda t, fx: with_option(face_train()(t, fx), "--wider-anno", t / "nope.txt"),
+      absent=model)
+    c("anno-garbage", "error", face_train(anno=GARBAGE), absent=model)
+    c("anno-no-usable-face", "error", face_train(anno="e/a.png\n1\n5 5 1 1 0 0 0 0 0 0\n"), absent=model)
+    c("anno-count-too-large", "skips", face_train("--iters", "2", anno="e/a.png\n9\n20 20 50 60 0 0 0 0 0 0\n"),
+      timeout=300)
+    c("landmarks-garbage", "skips", face_train("--iters", "2", landmarks=GARBAGE), timeout=300)
+    for opt, value in (("--size", "100"), ("--size", "0"), ("--batch", "0"), ("--iters", "0"), ("--base-lr", "-1"),
+                       ("--base-lr", "nan"), ("--init", "random")):
+        c(f"{opt[2:]}-{value}", "error", face_train(opt, value), absent=model)
+    c("out-is-file", "error", lambda t, fx: write(t / "f", "x") and face_train(out="{tmp}/f")(t, fx))
+    c("out-below-file", "error", lambda t, fx: write(t / "f", "x") and face_train(out="{tmp}/f/sub")(t, fx))
+    c("resume-nothing-there", "ok", face_train("--iters", "2", "--resume"), timeout=300)
+    c("interrupt", "interrupt", face_train("--iters", "100000"), interrupt_after=25, timeout=300)
+
+
 def build_cases() -> list[Case]:
     if not CASES:
         add_wider_cases()
@@ -999,6 +1136,8 @@ def build_cases() -> list[Case]:
         add_doctor_cases()
         add_generator_cases()
         add_convert_depthwise_cases()
+        add_detect_faces_cases()
+        add_train_faces_cases()
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return CASES

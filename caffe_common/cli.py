@@ -94,6 +94,9 @@ def run_training(start: Callable[[], T], refused: tuple[type[Exception], ...] = 
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return None, 130
+    except KeyboardInterrupt:  # before the training loop (data preparation): nothing trained yet
+        print("interrupted: before the first iteration; run the command again to start over", file=sys.stderr)
+        return None, 130
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, 1

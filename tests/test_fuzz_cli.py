@@ -45,11 +45,16 @@ ENABLED = [
     "ssd-detect-heads-priors-mismatch", "ssd-detect-ok-and-bad", "demo-ssd-corrupt-image",
     # ssd-mobilenet convert-depthwise: a layer whose input channels cannot be traced
     "convert-depthwise-channels-untraceable",
+    # ssd-mobilenet detect-faces / train-faces: a head that does not fit its priors, a bad model description,
+    # a WIDER line count past the end of the file (skipped and named, training goes on)
+    "detect-faces-prototxt-head-mismatch", "detect-faces-model-json-landmark-variance-NaN",
+    "train-faces-anno-count-too-large",
 ]
 FULL_RUN_ONLY = [
     "detect-png-header-50000x50000", "detect-weights-garbage-caffemodel", "merge-bn-input-dim-zero",
     "merge-bn-out-model-below-file", "gen12-anno-empty", "merge-bn-tolerance-negative",
     "ssd-detect-interrupt", "ssd-detect-weights-truncated", "ssd-detect-loc-head-mismatch",
+    "detect-faces-interrupt", "detect-faces-weights-truncated", "train-faces-interrupt", "train-faces-size-100",
 ]
 
 

@@ -212,3 +212,21 @@ def test_a_train_net_caffe_cannot_build_is_refused_naming_the_layer(caffe, tmp_p
     (folder / "net.prototxt").write_text((REGRESSION_NET % "").replace("num_output: 1", "num_output: 1 axis: 7"))
     with pytest.raises(sv.TrainingError, match="cannot be built.*fc"):
         sv.train(config(folder, max_iter=2))
+
+
+@pytest.mark.parametrize("error, status, prefix", [
+    (sv.TrainingInterrupted("interrupted at iteration 3; resume with --resume s", None), 130, "interrupted: "),
+    (KeyboardInterrupt(), 130, "interrupted: before the first iteration"),
+    (sv.TrainingDiverged("loss is not finite"), 1, "error: "),
+    (sv.TrainingError("bad solver"), 2, "error: "),
+    (ValueError("bad value"), 2, "error: "),
+])
+def test_run_training_maps_every_end_to_its_exit_status(capsys, error, status, prefix):
+    from caffe_common.cli import run_training
+
+    def start():
+        raise error
+
+    assert run_training(start, refused=(ValueError,)) == (None, status)
+    assert capsys.readouterr().err.startswith(prefix)
+    assert run_training(lambda: "done") == ("done", 0)

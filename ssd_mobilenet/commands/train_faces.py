@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, wider_anno=args.wider_anno, wider_images=args.wider_images, landmarks=args.landmarks,
         landmark_images=args.landmark_images, size=args.size, batch=args.batch, iters=args.iters, init=args.init,
         resume=args.resume, seed=args.seed, base_lr=args.base_lr, hold_out=args.hold_out,
-        progress=not args.no_progress), refused=(ValueError, OSError, AssetError))
+        progress=not args.no_progress, on_index=lambda lines: print("\n".join(lines), file=sys.stderr, flush=True)),
+        refused=(ValueError, OSError, AssetError))
     if result is None:
         return status
     last = ", ".join(f"{k} {v:.4g}" for k, v in result.last_row.items() if k != "iter")

@@ -398,7 +398,32 @@ def build_face_index(wider_anno: str | Path | None, wider_images: str | Path | N
     return summary
 
 
+
+def index_report(summary: dict[str, Any], summary_path: str | Path | None = None, examples: int = 3) -> list[str]:
+    """Lines telling what :func:`build_face_index` kept and skipped (its ``summary``): images and faces per
+    source, faces left out and why, and the problems (file:line, reason) with the first ``examples`` quoted."""
+    counts = summary["counts"]
+    parts = []
+    for source in ("wider", "landmarks"):
+        if source in counts:
+            c = counts[source]
+            parts.append(f"{source}: {c['images']} images, {c['faces']} faces"
+                         + (f" ({c['faces_with_landmarks']} with landmarks)" if c["faces_with_landmarks"] else ""))
+    lines = [f"face index: {summary['train_images']} training images ({'; '.join(parts)}), "
+             f"{summary['held_out_images']} held out"]
+    left_out = {key: sum(c.get(key, 0) for c in counts.values())
+                for key in ("faces_small", "faces_invalid", "faces_no_area", "images_unreadable", "lines_skipped")}
+    if any(left_out.values()):
+        lines.append("left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items() if v))
+    problems = summary["problems"]
+    if problems:
+        where = f" (all in {summary_path})" if summary_path else ""
+        lines.append(f"{len(problems)} input problem(s) skipped{where}, e.g.:")
+        lines += [f"  {problem}" for problem in problems[:examples]]
+    return lines
+
+
 __all__ = ["DEFAULT_HOLD_OUT", "HELD_OUT_GT", "HELD_OUT_INDEX", "MIN_CROP_SCALE", "MIN_FACE", "MIN_FACE_PX", "min_face_fraction",
-           "SUMMARY", "TRAIN_INDEX", "FaceIndex", "FaceRecord", "build_face_index",
+           "SUMMARY", "TRAIN_INDEX", "FaceIndex", "FaceRecord", "build_face_index", "index_report",
            "read_face_index", "write_face_index"]
 

@@ -182,6 +182,8 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
         raw = dict(_field(data, path, "thresholds"))
         thresholds = Thresholds(**{k: raw[k] for k in Thresholds.__dataclass_fields__ if k in raw})
         variance = float(_field(data, path, "priors", "landmark_variance"))
+        if not (math.isfinite(variance) and variance > 0):
+            raise ValueError(f"priors.landmark_variance must be a positive number, not {variance}")
     except (FaceModelError, TypeError, ValueError) as exc:
         raise FaceModelFilesError(f"{path}: {exc}") from exc
     return FaceModelInfo(directory, directory / str(_field(data, path, "deploy")),

@@ -13,7 +13,7 @@ folder holding that file is a complete model for ``ssd-mobilenet detect-faces --
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,15 +64,18 @@ class FaceTrainResult:
 
 def _data_index(out: Path, resume: bool, wider_anno: str | Path | None, wider_images: str | Path | None,
                 landmarks: str | Path | None, landmark_images: str | Path | None,
-                hold_out: Sequence[str], size: int) -> tuple[Path, int]:
-    """``(train index, images)``: built into ``out/data`` (the size floor of a ``size`` input), or the one
-    there when resuming."""
-    from .dataset import TRAIN_INDEX, build_face_index, min_face_fraction, read_face_index
+                hold_out: Sequence[str], size: int,
+                on_index: Callable[[list[str]], None] | None = None) -> tuple[Path, int]:
+    """``(train index, images)``: built into ``out/data`` (the size floor of a ``size`` input; ``on_index``
+    gets :func:`~.dataset.index_report`'s lines), or the one there when resuming."""
+    from .dataset import SUMMARY, TRAIN_INDEX, build_face_index, index_report, min_face_fraction, read_face_index
 
     index = out / DATA_DIR / TRAIN_INDEX
     if not (resume and index.is_file()):
         summary = build_face_index(wider_anno, wider_images, landmarks, landmark_images, out / DATA_DIR,
                                    hold_out=hold_out, min_face=min_face_fraction(size))
+        if on_index:
+            on_index(index_report(summary, out / DATA_DIR / SUMMARY))
         if not summary["train_images"]:
             raise TrainingError(f"no training image with a usable face in the inputs (see {out / DATA_DIR})")
     return index, len(read_face_index(index))
@@ -122,10 +125,12 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
                 resume: bool = False, seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
-                solver: SolverSettings = SolverSettings()) -> FaceTrainResult:
+                solver: SolverSettings = SolverSettings(),
+                on_index: Callable[[list[str]], None] | None = None) -> FaceTrainResult:
     """Train the face network into ``out_dir`` (module docstring). ``resume``: continue from the newest
     snapshot in ``out_dir`` (the index there is reused); without it a folder with snapshots is refused.
-    ``solver``: the SGD settings (``base_lr`` overrides its rate).
+    ``solver``: the SGD settings (``base_lr`` overrides its rate). ``on_index`` receives the lines saying what
+    a newly built index kept and skipped (:func:`~.dataset.index_report`).
     Raises :class:`~caffe_common.solver.TrainingError` (and its subclasses for interrupts and divergence),
     :class:`FaceModelError` or ValueError for unusable inputs."""
     from .dataset import DEFAULT_HOLD_OUT
@@ -149,7 +154,7 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     if resume and state is None:
         resume = bool((out / DATA_DIR).is_dir())  # nothing trained yet: start, reusing the index if it is there
     index, images = _data_index(out, resume, wider_anno, wider_images, landmarks, landmark_images,
-                                DEFAULT_HOLD_OUT if hold_out is None else hold_out, config.size)
+                                DEFAULT_HOLD_OUT if hold_out is None else hold_out, config.size, on_index)
     config = replace(config, index=str(index))
     if base_lr is not None:
         solver = replace(solver, base_lr=base_lr)
