@@ -7,7 +7,6 @@ they were made (command, data, seed, git revision, per-stage time and final figu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -16,11 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from caffe_common.assets import file_sha256  # noqa: E402
 from caffe_common.atomic import write_json_atomic  # noqa: E402
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main() -> int:
@@ -43,7 +39,7 @@ def main() -> int:
         for ext in ("prototxt", "caffemodel"):
             source = args.run / "weights" / f"{stage}.{ext}"
             shutil.copyfile(source, args.target / source.name)
-            files[source.name] = sha256(source)
+            files[source.name] = file_sha256(source)
     revision = args.revision or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                                check=False).stdout.strip()
     manifest = {"command": args.command, "revision": revision, "data": args.data, "files_sha256": files,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -438,3 +439,35 @@ def test_train_faces_refuses_missing_inputs(tmp_path, capsys):
     assert main(["train-faces", "--wider-anno", str(tmp_path / "none.txt"), "--wider-images", str(tmp_path),
                  "--out", str(tmp_path / "m"), "--no-progress"]) == 2
     assert "none.txt" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shipping a model
+def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from caffe_common.assets import file_sha256
+    from ssd_mobilenet.faces.detect import FaceDetector
+
+    from tests.conftest import REPO_ROOT
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    rows = ["iter,lr,loss,loss_box,loss_conf,loss_lmk,samples_per_s"]
+    rows += [f"{10 * k},0.001,{20 - k},{3 - 0.1 * k},{2 - 0.1 * k},{15 - k},{6 + k % 2}" for k in range(1, 13)]
+    (run / "log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "eval.json").write_text('{"wider_ap": 0.5}')
+    target = tmp_path / "models" / "face"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ship_face_model.py"), str(run), str(target),
+                           "--command", "train-faces ...", "--revision", "abc", "--evaluation",
+                           str(tmp_path / "eval.json")], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((target / "MANIFEST.json").read_text())
+    assert set(manifest["files_sha256"]) == {fm.MODEL_JSON, fm.DEPLOY_NET, fm.WEIGHTS}
+    assert all(file_sha256(target / name) == digest == file_sha256(run / name)
+               for name, digest in manifest["files_sha256"].items())
+    training = manifest["training"]
+    assert training["iterations"] == 120 and training["samples_per_s_median"] == 6.5
+    assert training["losses_mean_of_last_10_logged"]["loss"] == pytest.approx(sum(20 - k for k in range(3, 13)) / 10)
+    assert manifest["evaluation"] == {"wider_ap": 0.5} and manifest["revision"] == "abc"
+    FaceDetector(target)  # a complete model folder
