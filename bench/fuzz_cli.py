@@ -63,25 +63,6 @@ def script(path: str) -> list[str]:
     return [PYTHON, str(REPO / path)]
 
 
-FACE_SCRIPT = """
-import sys
-import numpy as np
-from caffe_common.env import import_caffe
-from ssd_mobilenet.faces import model as fm
-caffe = import_caffe()
-out = sys.argv[1]
-files = fm.write_nets(fm.FaceModelConfig(size=64), out, 10).files
-net = caffe.Net(str(files[fm.DEPLOY_NET]), caffe.TEST)
-rng = np.random.default_rng(0)
-for name, blobs in net.params.items():
-    for blob in blobs:
-        blob.data[...] = rng.normal(0, 0.05, blob.data.shape)
-    if net.layer_dict[name].type == "BatchNorm":
-        blobs[1].data[...] = 1.0
-        blobs[2].data[...] = 1.0
-net.save(out + "/" + fm.WEIGHTS)
-fm.write_model_description(out, 64)
-"""
 
 # ----------------------------------------------------------------------------- cases
 @dataclass
@@ -186,6 +167,17 @@ net.save(sys.argv[2])
 """
 
 
+#: Random weights for ``net`` (BatchNorm statistics near (0, 1)), in the fixture scripts below.
+RANDOM_WEIGHTS = """
+rng = np.random.default_rng(0)
+for name, blobs in net.params.items():
+    for blob in blobs:
+        blob.data[...] = rng.normal(0, 0.05, blob.data.shape)
+    if net.layer_dict[name].type == "BatchNorm":
+        blobs[1].data[...] = 1.0
+        blobs[2].data[...] = 1.0
+"""
+
 SSD_SCRIPT = """
 import sys
 import numpy as np
@@ -194,14 +186,20 @@ from ssd_mobilenet.model import SsdModelConfig, net_text
 caffe = import_caffe()
 open(sys.argv[1], "w").write(net_text(SsdModelConfig(3), "deploy"))
 net = caffe.Net(sys.argv[1], caffe.TEST)
-rng = np.random.default_rng(0)
-for name, blobs in net.params.items():
-    for blob in blobs:
-        blob.data[...] = rng.normal(0, 0.05, blob.data.shape)
-    if net.layer_dict[name].type == "BatchNorm":
-        blobs[1].data[...] = 1.0
-        blobs[2].data[...] = 1.0
-net.save(sys.argv[2])
+""" + RANDOM_WEIGHTS + """net.save(sys.argv[2])
+"""
+
+FACE_SCRIPT = """
+import sys
+import numpy as np
+from caffe_common.env import import_caffe
+from ssd_mobilenet.faces import model as fm
+caffe = import_caffe()
+out = sys.argv[1]
+files = fm.write_nets(fm.FaceModelConfig(size=64), out, 10).files
+net = caffe.Net(str(files[fm.DEPLOY_NET]), caffe.TEST)
+""" + RANDOM_WEIGHTS + """net.save(out + "/" + fm.WEIGHTS)
+fm.write_model_description(out, 64)
 """
 
 

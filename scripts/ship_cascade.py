@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from caffe_common.assets import file_sha256  # noqa: E402
 from caffe_common.atomic import write_json_atomic  # noqa: E402
+from caffe_common.manifest import add_manifest_options, copy_files, manifest_head  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the --out folder of train-cascade (with weights/ and cascade.json)")
     parser.add_argument("target", type=Path, help="e.g. models/mtcnn_wider_subset")
-    parser.add_argument("--command", required=True, help="the exact command that made the run")
-    parser.add_argument("--revision", help="git revision the run was made with (default: HEAD)")
-    parser.add_argument("--data", default="", help="what data the run used, in words")
+    add_manifest_options(parser)
     args = parser.parse_args()
     steps = json.loads((args.run / "cascade.json").read_text())["steps"]
     missing = [f"{s}.{ext}" for s in ("det1", "det2", "det3") for ext in ("prototxt", "caffemodel")
@@ -33,16 +29,9 @@ def main() -> int:
     if missing:
         print(f"error: {args.run / 'weights'} lacks {', '.join(missing)}: the run is not finished", file=sys.stderr)
         return 2
-    args.target.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for stage in ("det1", "det2", "det3"):
-        for ext in ("prototxt", "caffemodel"):
-            source = args.run / "weights" / f"{stage}.{ext}"
-            shutil.copyfile(source, args.target / source.name)
-            files[source.name] = file_sha256(source)
-    revision = args.revision or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                               check=False).stdout.strip()
-    manifest = {"command": args.command, "revision": revision, "data": args.data, "files_sha256": files,
+    files = copy_files([args.run / "weights" / f"{stage}.{ext}" for stage in ("det1", "det2", "det3")
+                        for ext in ("prototxt", "caffemodel")], args.target)
+    manifest = {**manifest_head(args), "files_sha256": files,
                 "stages": {k: v for k, v in steps.items() if k.endswith("/train")},
                 "data_steps": {k: v for k, v in steps.items() if not k.endswith("/train") and not k.startswith("eval")},
                 "evaluation": {k: v for k, v in steps.items() if k.startswith("eval")}}

@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from caffe_common.assets import file_sha256  # noqa: E402
 from caffe_common.atomic import write_json_atomic  # noqa: E402
+from caffe_common.manifest import add_manifest_options, copy_files, manifest_head  # noqa: E402
 
 
 def training_figures(log: Path, tail: int = 10) -> dict:
@@ -43,27 +41,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the --out folder of train-faces (with face_model.json)")
     parser.add_argument("target", type=Path, help="e.g. models/face_multitask")
-    parser.add_argument("--command", required=True, help="the exact command that made the run")
-    parser.add_argument("--revision", help="git revision the run was made with (default: HEAD)")
-    parser.add_argument("--data", default="", help="what data the run used, in words")
+    add_manifest_options(parser)
     parser.add_argument("--evaluation", type=Path, help="a JSON file of evaluation results to include")
     args = parser.parse_args()
     from ssd_mobilenet.faces.detect import FaceDetector, read_model_info
 
     info = read_model_info(args.run)
     FaceDetector(args.run)  # the prototxt and the caffemodel load together (checked before Caffe sees them)
-    sources = [args.run / "face_model.json", info.deploy, info.weights]
-    args.target.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        shutil.copyfile(source, args.target / source.name)
-    revision = args.revision or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                               check=False).stdout.strip()
-    manifest = {"command": args.command, "revision": revision, "data": args.data,
-                "files_sha256": {source.name: file_sha256(source) for source in sources},
-                "training": training_figures(args.run / "log.csv"),
+    files = copy_files([args.run / "face_model.json", info.deploy, info.weights], args.target)
+    manifest = {**manifest_head(args), "files_sha256": files, "training": training_figures(args.run / "log.csv"),
                 "evaluation": json.loads(args.evaluation.read_text()) if args.evaluation else {}}
     write_json_atomic(args.target / "MANIFEST.json", manifest, indent=2)
-    print(f"wrote {args.target} ({', '.join(s.name for s in sources)}, MANIFEST.json)")
+    print(f"wrote {args.target} ({', '.join(files)}, MANIFEST.json)")
     return 0
 
 
