@@ -37,7 +37,9 @@ teaches noise. Measured on the 6,572 valid faces of ``wider_train_subset`` resiz
 320 x 320 (face size ``sqrt(w * h)`` in net pixels, best IoU over all priors): 8-9 px: best 0.32, no
 face reaches 0.35; 9-10 px: 24 % reach 0.35; 10-11 px: 65 %; 11-12 px: 91 %, and from 12 px on about
 as many as for large faces (95-99 %). So a face must be at least :data:`MIN_FACE_PX` = 10 px in the net
-input to be trained; the augmentation drops smaller ones per sample (after its crop and resize).
+input to be trained; the augmentation drops smaller ones per sample (after its crop and resize). (The floor
+uses S3FD's face-matching IoU 0.35; the train net matches at SSD's 0.5, :data:`~.targets.OVERLAP_THRESHOLD`,
+where Caffe's bipartite step still gives every kept face its best prior. Matching at 0.35 is untried.)
 
 For the index this means: a face is worth keeping if some training sample can bring it to 10 px. The
 most zoomed-in sample is a square crop of :data:`MIN_CROP_SCALE` (0.3) of the image's short side resized
