@@ -1116,6 +1116,8 @@ def add_train_faces_cases() -> None:
     c("out-is-file", "error", lambda t, fx: write(t / "f", "x") and face_train(out="{tmp}/f")(t, fx))
     c("out-below-file", "error", lambda t, fx: write(t / "f", "x") and face_train(out="{tmp}/f/sub")(t, fx))
     c("resume-nothing-there", "ok", face_train("--iters", "2", "--resume"), timeout=300)
+    c("resume-without-sources-or-index", "error", lambda t, fx: ["train-faces", "--resume", "--out", str(t / "out")],
+      absent=model)
     c("interrupt", "interrupt", face_train("--iters", "100000"), interrupt_after=25, timeout=300)
 
 

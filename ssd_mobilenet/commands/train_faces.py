@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from caffe_common.assets import AssetError
     from ssd_mobilenet.faces.training import train_faces
 
-    if args.wider_anno is None and args.landmarks is None:
-        print("error: give --wider-anno (with --wider-images), --landmarks (with --landmark-images) or both",
-              file=sys.stderr)
+    if args.wider_anno is None and args.landmarks is None and not args.resume:
+        print("error: give --wider-anno (with --wider-images), --landmarks (with --landmark-images) or both "
+              "(with --resume they may be left out: the run's face index is reused)", file=sys.stderr)
         return 2
     result, status = run_training(lambda: train_faces(
         args.out, wider_anno=args.wider_anno, wider_images=args.wider_images, landmarks=args.landmarks,

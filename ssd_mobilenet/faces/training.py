@@ -72,6 +72,9 @@ def _data_index(out: Path, resume: bool, wider_anno: str | Path | None, wider_im
 
     index = out / DATA_DIR / TRAIN_INDEX
     if not (resume and index.is_file()):
+        if wider_anno is None and landmarks is None:
+            raise TrainingError(f"no face index in {out / DATA_DIR} to resume with: give the WIDER annotations, "
+                                "the landmark list or both")
         summary = build_face_index(wider_anno, wider_images, landmarks, landmark_images, out / DATA_DIR,
                                    hold_out=hold_out, min_face=min_face_fraction(size))
         if on_index:
