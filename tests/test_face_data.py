@@ -466,3 +466,22 @@ def test_training_index_floor_follows_the_input_size(sources, tmp_path):
         assert summary["min_face"] == pytest.approx(min_face_fraction(size)) and summary["input_size"] == size
     assert min_face_fraction(640) == pytest.approx(MIN_FACE / 2)
     assert faces[1024] > faces[64]
+
+
+def test_epochs_repeat_wider_images_and_stay_reproducible(sources):
+    from ssd_mobilenet.faces.data_layer import FaceBatches
+
+    index = read_face_index(sources["index"])
+    wider = {k for k, r in enumerate(index.records) if r.source == "wider"}
+    batches = FaceBatches(index, batch_size=7, seed=3, wider_repeat=3)
+    epoch = len(wider) * 3 + len(index) - len(wider)
+    steps = -(-2 * epoch // 7)
+    seen = np.concatenate([batches.positions(i) for i in range(steps)])[: 2 * epoch]
+    for part in (seen[:epoch], seen[epoch:]):
+        counts = np.bincount(part, minlength=len(index))
+        assert all(counts[k] == (3 if k in wider else 1) for k in range(len(index)))
+    assert not np.array_equal(seen[:epoch], seen[epoch:])           # a new order each epoch
+    again = FaceBatches(index, batch_size=7, seed=3, wider_repeat=3)
+    assert np.array_equal(again.positions(steps - 1), batches.positions(steps - 1))
+    with pytest.raises(ValueError, match="wider_repeat"):
+        FaceBatches(index, wider_repeat=0)

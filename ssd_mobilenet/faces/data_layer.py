@@ -6,10 +6,12 @@ input convention) and ``gt``, the ground-truth blob of :mod:`.targets` (``(1, 1,
 :class:`~.layers.FacePriorTargetLayer` reads. ``param_str`` (JSON)::
 
     {"index": "DIR/train_index.jsonl", "batch_size": 16, "size": 320, "seed": 0,
-     "augment": true, "phase": "train"}
+     "augment": true, "phase": "train", "wider_repeat": 1}
 
 ``index`` is required; ``phase`` ``"train"`` (default in a TRAIN net) walks the index in a new seeded
-order each epoch and augments (:func:`.augment.augment`); ``"test"`` (default in a TEST net) walks it in
+order each epoch and augments (:func:`.augment.augment`); an epoch holds each WIDER image
+``wider_repeat`` times (each a differently augmented sample) and each landmark image once, so the many
+small faces of crowded photos are not outnumbered by the single large faces of a landmark set; ``"test"`` (default in a TEST net) walks it in
 file order with the test transform (``augment`` defaults to false there). Batch ``i`` depends only on
 ``(seed, i)``: item ``j`` of it is the image at position ``i * N + j`` of the epoch orders and is
 augmented with a generator seeded by ``(seed, i, j)``, so a resumed run (the solver calls
@@ -37,7 +39,7 @@ from .targets import GT_WIDTH, FaceTruth, pack_ground_truth
 caffe = import_caffe()
 
 TOP_NAMES = ("data", "gt")
-PARAM_KEYS = ("index", "batch_size", "size", "seed", "augment", "phase")
+PARAM_KEYS = ("index", "batch_size", "size", "seed", "augment", "phase", "wider_repeat")
 PHASES = ("train", "test")
 
 
@@ -65,6 +67,8 @@ class FaceBatches:
     train: bool = True
     augment: bool = True
     config: AugmentConfig = field(default_factory=AugmentConfig)
+    #: Times each WIDER image appears in a training epoch (landmark images: once).
+    wider_repeat: int = 1
     _order: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)  # (epoch, permutation)
 
     def __post_init__(self) -> None:
@@ -72,18 +76,22 @@ class FaceBatches:
             raise ValueError("the face index holds no image")
         if self.batch_size < 1 or self.seed < 0:
             raise ValueError(f"batch_size must be >= 1 and seed >= 0, got {self.batch_size} and {self.seed}")
+        if isinstance(self.wider_repeat, bool) or not isinstance(self.wider_repeat, int) or self.wider_repeat < 1:
+            raise ValueError(f"wider_repeat must be a whole number >= 1, got {self.wider_repeat!r}")
+        repeats = [self.wider_repeat if r.source == "wider" else 1 for r in self.index.records]
+        self._epoch_items = np.repeat(np.arange(len(self.index)), repeats)  # index positions of one epoch
 
     def positions(self, iteration: int) -> np.ndarray:
         """Index positions of the images of batch ``iteration``."""
         steps = iteration * self.batch_size + np.arange(self.batch_size)
-        count = len(self.index)
         if not self.train:
-            return steps % count
+            return steps % len(self.index)
+        count = len(self._epoch_items)
         out = np.empty(self.batch_size, np.int64)
         for j, step in enumerate(steps):
             epoch, pos = divmod(int(step), count)
             if self._order is None or self._order[0] != epoch:
-                self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(count))
+                self._order = (epoch, self._epoch_items[np.random.default_rng([self.seed, epoch]).permutation(count)])
             out[j] = self._order[1][pos]
         return out
 
@@ -123,7 +131,7 @@ def _batches_from_params(text: str, caffe_phase: int) -> FaceBatches:
         raise ValueError(f"FaceDataLayer: size must be at least 32, got {size}")
     return FaceBatches(read_face_index(Path(params["index"])), int(params.get("batch_size", 16)),
                        int(params.get("seed", 0)), phase == "train", bool(params.get("augment", phase == "train")),
-                       AugmentConfig(size=size))
+                       AugmentConfig(size=size), params.get("wider_repeat", 1))
 
 
 class FaceDataLayer(caffe.Layer):

@@ -157,6 +157,9 @@ class FaceModelConfig:
     index: str = "face_index.json"
     seed: int = 0
     augment: bool = True
+    #: Times each WIDER image appears per epoch (landmark images once): 3 makes the 670 WIDER images of the
+    #: shared subset 45% of the samples instead of 21% beside its 2,500 single-face landmark images.
+    wider_repeat: int = 3
     neg_pos_ratio: float = 3.0
     loss_weights: LossWeights = field(default_factory=LossWeights)
     data_layer: tuple[str, str] = DATA_LAYER
@@ -183,6 +186,8 @@ class FaceModelConfig:
             raise FaceModelError(f"loss weights {weights}: must be >= 0, at least one positive")
         if not self.neg_pos_ratio >= 0:
             raise FaceModelError(f"neg_pos_ratio {self.neg_pos_ratio}: must be >= 0")
+        if isinstance(self.wider_repeat, bool) or not isinstance(self.wider_repeat, int) or self.wider_repeat < 1:
+            raise FaceModelError(f"--wider-repeat {self.wider_repeat}: must be a whole number >= 1")
         if not self.backbone_lr >= 0:
             raise FaceModelError(f"backbone_lr {self.backbone_lr}: must be >= 0")
         if not 0 <= self.frozen_blocks <= FIRST_HEAD_BLOCK:
@@ -285,7 +290,7 @@ def _python(module_layer: tuple[str, str], *bottoms: Any, params: Mapping[str, A
 def data_layer_params(config: FaceModelConfig) -> dict[str, Any]:
     """The ``FaceDataLayer`` ``param_str`` of ``config``."""
     return {"index": config.index, "batch_size": config.batch_size, "size": config.size, "seed": config.seed,
-            "augment": config.augment}
+            "augment": config.augment, "wider_repeat": config.wider_repeat}
 
 
 def _losses(n: Any, config: FaceModelConfig) -> None:

@@ -126,6 +126,7 @@ def export_weights(deploy: Path, trained: Path, target: Path) -> Path:
 def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wider_images: str | Path | None = None,
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
+                wider_repeat: int | None = None,
                 resume: bool = False, seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
                 solver: SolverSettings = SolverSettings(),
@@ -148,6 +149,8 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
         config = replace(config, folded_bn=False, frozen_blocks=0, backbone_lr=1.0)
     if size is not None:
         config = replace(config, size=size)
+    if wider_repeat is not None:
+        config = replace(config, wider_repeat=wider_repeat)
     config.check()
     out = prepare_out_dir(Path(out_dir)).resolve()
     state = latest_snapshot(out)
