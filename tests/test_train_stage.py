@@ -109,3 +109,28 @@ def test_init_weights_of_another_net_name_the_layer(packs, tmp_path, capsys):
     status = main(["train", "12", "--data", str(packs / "p12"), "--out", str(tmp_path / "ok"), "--max-iter", "3",
                    "--init", str(DEFAULT_WEIGHTS_DIR / "det1.caffemodel"), "--no-progress", "--batch", "32"])
     assert status == 0
+
+
+def test_fine_tuning_without_a_landmark_head_leaves_the_pretrained_layers_to_the_real_tasks(packs, tmp_path, capsys):
+    # The official P-Net has no landmark head: fine-tuned from it, the fresh head's loss is off (weight 0, so
+    # Caffe sends it no gradient) unless --loss-weights says otherwise; from scratch it trains as usual.
+    from caffe_common.model_files import read_net_prototxt
+    from mtcnn_caffe.nets.weights import DEFAULT_WEIGHTS_DIR, default_weights_ready
+
+    if not default_weights_ready():
+        pytest.skip("default weights not converted (run make setup)")
+
+    def landmark_weight(out):
+        layers = {layer.name: layer for layer in read_net_prototxt(out / "train.prototxt").layer}
+        return layers["loss_landmark"].loss_weight[0]
+
+    common = ["--data", str(packs / "p12"), "--max-iter", "2", "--no-progress", "--batch", "32"]
+    init = ["--init", str(DEFAULT_WEIGHTS_DIR / "det1.caffemodel")]
+    assert main(["train", "12", *common, *init, "--out", str(tmp_path / "tuned")]) == 0
+    assert "has no landmark head" in capsys.readouterr().err and landmark_weight(tmp_path / "tuned") == 0
+    assert main(["train", "12", *common, *init, "--loss-weights", "1", "0.5", "0.25", "--out", str(tmp_path / "asked")]) == 0
+    assert "no landmark head" not in capsys.readouterr().err and landmark_weight(tmp_path / "asked") == 0.25
+    assert main(["train", "12", *common, "--out", str(tmp_path / "scratch")]) == 0
+    assert landmark_weight(tmp_path / "scratch") == 0.5
+    assert main(["train", "12", *common, "--loss-weights", "0", "0", "0", "--out", str(tmp_path / "none")]) == 2
+    assert "--loss-weights" in capsys.readouterr().err

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ohem", type=FRACTION, help="share of the hardest classification losses kept (default 0.7; 1 = all)")
     p.add_argument("--tasks", choices=("all", "cls"), help="'cls' trains classification only (the seed's only-cls weights)")
     p.add_argument("--mix", metavar="N:P:T:L", help="batch mix neg:pos:part:landmark (default 3:1:1:2)")
+    p.add_argument("--loss-weights", nargs=3, type=number(0), metavar=("CLS", "BOX", "LMK"),
+                   help="task loss weights (default 1 0.5 0.5, O-Net 1 0.5 1; the landmark weight is 0 when --init "
+                   "weights have no landmark head, as the official P- and R-Net)")
     p.add_argument("--seed", type=int, help="seed of the batch order and of Caffe's fillers (default 0)")
     p.add_argument("--init", type=Path, metavar="W.caffemodel",
                    help="start from these weights (by layer name: the official weights, an only-cls model, ...)")
@@ -53,11 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train.stage import StageError, train_stage
 
     options = {k: getattr(args, k) for k in ("max_iter", "batch_size", "base_lr", "ohem", "tasks", "mix", "seed")}
+    options["loss_weights"] = tuple(args.loss_weights) if args.loss_weights else None
     result, status = run_training(lambda: train_stage(
         args.stage, args.data, args.out, init=args.init, resume=args.resume, validate_every=args.validate_every,
         progress=not args.no_progress, **options), refused=(StageError,))
     if result is None:
         return status
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {result.prototxt}, {result.caffemodel}, {result.log}" + (f", {result.plot}" if result.plot else ""),
           file=sys.stderr)
     print(result.summary_line())
