@@ -162,9 +162,10 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
     directory = Path(model_dir)
     path = directory / MODEL_JSON
     if not path.is_file():
-        where = "the default model folder" if directory.resolve() == DEFAULT_MODEL_DIR else "the model folder"
-        raise FaceModelFilesError(f"{path}: not found, so {directory} is not a face model folder ({where}; no "
-                                  f"face model is shipped yet): {TRAIN_HINT}")
+        where = ("the shipped model's folder, missing from this copy of the toolkit"
+                 if directory.resolve() == DEFAULT_MODEL_DIR else "give the folder `train-faces --out` wrote")
+        raise FaceModelFilesError(f"{path}: not found, so {directory} is not a face model folder ({where}); "
+                                  f"{TRAIN_HINT}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
