@@ -184,23 +184,27 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
     for name in ("features.4/expand", "features.7/expand", "features.14/expand_mbox_conf", "features.14/expand_mbox_loc"):
         assert grads[name].max() > 0, name
     assert max(g.max() for name, g in grads.items() if name.endswith("_mbox_lmk")) > 0
-    # The first 4 blocks are frozen: no weight or bias there learns, and Caffe skips their backward pass
-    # (features.4's input gets no gradient). The backbone's BatchNorm is folded (none left in it, biases on
-    # its convolutions, the deploy net alike); the extra blocks keep BatchNorm on the batch statistics.
+    # The first 4 blocks are frozen: no weight or bias there learns. The backbone's BatchNorm uses its stored
+    # statistics and its Scale layers do not learn; the extra blocks keep BatchNorm on the batch statistics.
     frozen = [name for name in net.params if name.split("/")[0] in {f"features.{k}" for k in range(4)}]
     assert len(frozen) > 8 and all(np.abs(net.params[name][k].diff).max() == 0 for name in frozen
-                                   for k in range(len(net.params[name])))
-    assert np.abs(net.blobs["features.3/sum"].diff).max() == 0
+                                   for k in range(len(net.params[name])) if len(net.params[name][k].diff.shape))
     assert grads["features.4/dw"].max() > 0
-    types = {layer.name: layer.type for layer in param.layer}
-    assert not any(name.startswith("features.") and kind in ("BatchNorm", "Scale") for name, kind in types.items())
-    assert len(net.params["features.5/dw"]) == 2
-    deploy = read_net_prototxt(files[fm.DEPLOY_NET])
-    assert {layer.name for layer in deploy.layer if layer.type == "BatchNorm"} == {
-        layer.name for layer in param.layer if layer.type == "BatchNorm"}
-    bn = {layer.name: layer.batch_norm_param for layer in param.layer if layer.type == "BatchNorm"}
-    assert not bn["extra1/dw/bn"].HasField("use_global_stats")
-    scratch, files = train_net(caffe, tmp_path / "scratch", folded_bn=False, frozen_blocks=0)
+    layers = {layer.name: layer for layer in param.layer}
+    assert layers["features.5/dw/bn"].batch_norm_param.use_global_stats
+    assert not layers["extra1/dw/bn"].batch_norm_param.HasField("use_global_stats")
+    assert [spec.lr_mult for spec in layers["features.5/dw/scale"].param] == [0, 0]
+    # Folded: no BatchNorm/Scale in the backbone, biases on its convolutions, the deploy net alike; Caffe then
+    # skips the frozen blocks' backward pass entirely (features.4's input gets no gradient).
+    folded_net, files = train_net(caffe, tmp_path / "folded", backbone_bn="folded")
+    folded_net.forward()
+    folded_net.backward()
+    assert np.abs(folded_net.blobs["features.3/sum"].diff).max() == 0
+    folded = read_net_prototxt(files[fm.TRAIN_NET])
+    assert not any(layer.name.startswith("features.") and layer.type in ("BatchNorm", "Scale") for layer in folded.layer)
+    assert {layer.name for layer in read_net_prototxt(files[fm.DEPLOY_NET]).layer if layer.type == "BatchNorm"} == {
+        layer.name for layer in folded.layer if layer.type == "BatchNorm"}
+    scratch, files = train_net(caffe, tmp_path / "scratch", backbone_bn="batch", frozen_blocks=0)
     scratch.forward()
     scratch.backward()
     assert np.abs(scratch.params["features.0"][0].diff).max() > 0
@@ -208,6 +212,8 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
     assert "features.5/dw/bn" in {layer.name for layer in scratch_param.layer}
     assert not any(layer.batch_norm_param.use_global_stats for layer in scratch_param.layer
                    if layer.type == "BatchNorm")
+    with pytest.raises(fm.FaceModelError, match="backbone_bn"):
+        fm.FaceModelConfig(backbone_bn="fused").check()
 
 
 def test_folded_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_path):
@@ -223,8 +229,10 @@ def test_folded_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_p
 
     folded = imagenet_init(tmp_path, folded=True)
     converted = tmp_path / "init" / "mobilenet_v2_imagenet.caffemodel"
-    net, files = train_net(caffe, tmp_path / "nets")
+    net, files = train_net(caffe, tmp_path / "nets", backbone_bn="folded")
     assert weight_fit_problems(net, folded, require_all=False) == []
+    frozen_net, _ = train_net(caffe, tmp_path / "frozen")  # the default: the converted (unfolded) weights fit
+    assert weight_fit_problems(frozen_net, converted, require_all=False) == []
     net.copy_from(str(folded))
     # The folded backbone of the face net computes the converted ImageNet net's features.
     deploy = caffe.Net(str(files[fm.DEPLOY_NET]), str(folded), caffe.TEST)

@@ -26,17 +26,19 @@ smaller faces with the same priors per stride. Feature maps at 320: 40, 20, 10, 
 **Train net**: ``FaceDataLayer`` (``ssd_mobilenet.faces.data_layer``: ``data``, ``gt``) -> backbone -> heads ->
 ``FacePriorTargetLayer`` (per-prior targets) -> three shared losses (:mod:`caffe_common.loss_layers`). From
 ImageNet weights (the default) the backbone is fine-tuned gently: its BatchNorm stays at the stored ImageNet
-statistics and affine (batches of 16 on a CPU are too small to estimate statistics), and being constant it is
-**folded** into the convolutions (``folded_bn``: the backbone has no BatchNorm/Scale layers, its convolutions
-have biases, and the init weights are :mod:`caffe_common.merge_bn`'s fold of the converted ImageNet net). That
-is the same function as frozen BatchNorm and saves the third of an iteration Caffe spends in BatchNorm + Scale
-forward and backward; the deploy net has the same folded backbone, so no merge_bn is needed after training.
-Its convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's multiplier; at the full rate of
-1e-3 the frozen-BN MobileNetV2 diverges within 20 iterations even on one repeated batch, at 0.1x it
-converges), and the stride-2/4 blocks ``features.0-3`` are not trained (their backward pass would be a quarter
-of an iteration; Caffe skips it when no layer below block 4 learns). From scratch (:class:`FaceModelConfig`
-``folded_bn`` False, ``frozen_blocks`` 0, ``backbone_lr`` 1) everything learns, with BatchNorm on the batch
-statistics. Losses:
+statistics and affine (``backbone_bn="frozen"``: ``use_global_stats``, Scale not learned; batches of 16 on a CPU
+are too small to estimate statistics). ``backbone_bn="folded"`` computes the same function with the BatchNorm
+folded into the convolutions (no BatchNorm/Scale layers in the backbone, biases on its convolutions, init
+weights from :mod:`caffe_common.merge_bn`): a third faster per iteration, but SGD then steps each channel's
+weights at a rate scaled by the square of its BatchNorm factor, and measured on the shared subset it learned
+far slower (landmark loss 8.9 vs 3.4 over iterations 400-560 at the same rate, box loss 2.3 vs 1.7), so it is
+not the default. The backbone's convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's
+multiplier; at the full rate of 1e-3 the frozen-BN MobileNetV2 diverges within 20 iterations even on one
+repeated batch, at 0.1x it converges), and the stride-2/4 blocks ``features.0-3`` are not trained (in the
+folded net Caffe then skips their backward pass, a quarter of an iteration; with frozen BatchNorm layers there
+it still back-propagates through them, measured). From
+scratch (``backbone_bn="batch"``, ``frozen_blocks`` 0, ``backbone_lr`` 1) everything learns, with BatchNorm on
+the batch statistics. Losses:
 
 * ``loss_conf``: ``OhemSoftmaxLoss`` ``{"neg_pos_ratio": 3, "per_image": true}`` (SSD's hard negatives);
 * ``loss_box``: ``MaskedSmoothL1Loss`` on priors matched to any box (face or partial);
@@ -98,6 +100,10 @@ OUTPUTS = {"loc": "mbox_loc", "conf": "mbox_conf", "landmarks": "mbox_lmk", "pri
 CLASS_NAMES = tuple(sorted(KINDS, key=KINDS.get))
 #: The annotations' point order (the 10 landmark outputs interleave x, y in this order).
 LANDMARK_NAMES = FIVE_POINT_NAMES
+
+
+#: How the backbone's BatchNorm trains (:attr:`FaceModelConfig.backbone_bn`).
+BACKBONE_BN = ("frozen", "folded", "batch")
 
 
 class FaceModelError(ValueError):
@@ -163,10 +169,10 @@ class FaceModelConfig:
     neg_pos_ratio: float = 3.0
     loss_weights: LossWeights = field(default_factory=LossWeights)
     data_layer: tuple[str, str] = DATA_LAYER
-    #: Backbone BatchNorm constant at its stored (ImageNet) statistics, as fine-tuned detectors keep it with
-    #: small batches, and therefore folded into the convolutions (no BatchNorm/Scale layers in the backbone,
-    #: train and deploy); False (BatchNorm on batch statistics) when the backbone starts from its fillers.
-    folded_bn: bool = True
+    #: The backbone's BatchNorm: "frozen" (stored ImageNet statistics and affine, as fine-tuned detectors keep
+    #: it with small batches), "folded" (the same, folded into the convolutions: faster, learns slower) or
+    #: "batch" (batch statistics, learned affine: from scratch).
+    backbone_bn: str = "frozen"
     #: Blocks ``features.0`` .. ``features.<k-1>`` not trained (stride <= 4, generic edges): their backward
     #: pass, a quarter of an iteration at 320, is skipped. 0 when the backbone starts from its fillers.
     frozen_blocks: int = 4
@@ -188,6 +194,8 @@ class FaceModelConfig:
             raise FaceModelError(f"neg_pos_ratio {self.neg_pos_ratio}: must be >= 0")
         if isinstance(self.wider_repeat, bool) or not isinstance(self.wider_repeat, int) or self.wider_repeat < 1:
             raise FaceModelError(f"--wider-repeat {self.wider_repeat}: must be a whole number >= 1")
+        if self.backbone_bn not in BACKBONE_BN:
+            raise FaceModelError(f"backbone_bn {self.backbone_bn!r}: one of {', '.join(BACKBONE_BN)}")
         if not self.backbone_lr >= 0:
             raise FaceModelError(f"backbone_lr {self.backbone_lr}: must be >= 0")
         if not 0 <= self.frozen_blocks <= FIRST_HEAD_BLOCK:
@@ -241,8 +249,14 @@ def _backbone_layers(n: Any, kinds: frozenset[str], blocks: int | None = None) -
 
 
 def _freeze_for_training(n: Any, config: FaceModelConfig) -> None:
-    """No learning in the backbone's first ``frozen_blocks`` blocks (lr_mult 0 on every weight and bias)."""
-    for layer in _backbone_layers(n, _LEARNING_TYPES, config.frozen_blocks):
+    """Stored BatchNorm statistics and fixed Scale layers in the backbone (``backbone_bn="frozen"``) and no
+    learning in its first ``frozen_blocks`` blocks (lr_mult 0 on every weight and bias)."""
+    frozen = _backbone_layers(n, _LEARNING_TYPES, config.frozen_blocks)
+    if config.backbone_bn == "frozen":
+        for layer in _backbone_layers(n, frozenset({"BatchNorm"})):
+            layer.params["batch_norm_param"] = {**layer.params["batch_norm_param"], "use_global_stats": True}
+        frozen += _backbone_layers(n, frozenset({"Scale"}))
+    for layer in frozen:
         layer.params["param"] = [{"lr_mult": 0, "decay_mult": 0}] * len(layer.params["param"])
 
 
@@ -252,7 +266,7 @@ def _body(n: Any, data: Any, config: FaceModelConfig, deploy: bool) -> list[dict
     rate = 1.0 if deploy else config.backbone_lr
     depthwise_type = None if deploy else config.depthwise_type
     tops = add_mobilenet_v2(n, data, num_classes=None, deploy=deploy, mults=Mults(rate, rate, 2 * rate, 0.0),
-                            pool=False, depthwise_type=depthwise_type, bn=not config.folded_bn)
+                            pool=False, depthwise_type=depthwise_type, bn=config.backbone_bn != "folded")
     top = tops["features.18"]
     for name, in_channels, out_channels, expansion in EXTRA_BLOCKS:
         top = netspec.inverted_residual(n, name, top, in_channels, out_channels, 2, expansion, act="relu6",

@@ -127,7 +127,7 @@ def export_weights(deploy: Path, trained: Path, target: Path) -> Path:
 def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wider_images: str | Path | None = None,
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
-                wider_repeat: int | None = None,
+                wider_repeat: int | None = None, backbone_bn: str | None = None,
                 resume: bool = False, seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
                 solver: SolverSettings = SolverSettings(),
@@ -147,11 +147,13 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     pretrained = init == "imagenet"
     config = FaceModelConfig(batch_size=batch, seed=seed, depthwise_type=resolve_depthwise("auto"))
     if not pretrained:  # from the fillers, every layer learns at the full rate, BatchNorm from the batch
-        config = replace(config, folded_bn=False, frozen_blocks=0, backbone_lr=1.0)
+        config = replace(config, backbone_bn="batch", frozen_blocks=0, backbone_lr=1.0)
     if size is not None:
         config = replace(config, size=size)
     if wider_repeat is not None:
         config = replace(config, wider_repeat=wider_repeat)
+    if backbone_bn is not None and pretrained:
+        config = replace(config, backbone_bn=backbone_bn)
     config.check()
     out = prepare_out_dir(Path(out_dir)).resolve()
     state = latest_snapshot(out)
@@ -169,7 +171,8 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     finished = state is not None and int(state.stem.split("_")[1]) >= iters
     result = None
     if not finished:
-        init_weights = [imagenet_init(out, config.folded_bn)] if pretrained and state is None else []
+        init_weights = ([imagenet_init(out, config.backbone_bn == "folded")] if pretrained and state is None
+                        else [])
         result = train(TrainConfig(solver=files[SOLVER], out_dir=out, init_weights=init_weights, resume=state,
                                    seed=seed, log_every=10 if iters > 200 else 1, progress=progress))
         trained, iterations, seconds = result.weights, result.iterations, result.seconds
