@@ -41,8 +41,9 @@ from .model import (
 )
 
 INIT_CHOICES = ("imagenet", "none")
-#: Iterations of the default run: under two hours at 320 x 320, batch 16, from ImageNet weights on one CPU core
-#: (about 7 samples/s, 2.3 s per iteration, measured with the folded backbone), the shipped model's length.
+#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights on one CPU core: about 1.7 h with
+#: ``--backbone-bn folded`` (7 samples/s measured), about 3.5 h with the default frozen BatchNorm (3.5-4.1
+#: samples/s measured with 2 BLAS threads); the length of this toolkit's longest face run so far.
 DEFAULT_ITERS = 2700
 DATA_DIR, INIT_DIR = "data", "init"
 IMAGENET_WEIGHTS = "mobilenet_v2_imagenet.caffemodel"
