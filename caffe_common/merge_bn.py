@@ -14,6 +14,9 @@ two layers collapse exactly into that layer::
     W'  = W * a_c   (along the weights' output-channel axis)
     b'  = (b_c - m_c * s) * a_c + beta_c
 
+A Scale alone reading such a layer (a frozen BatchNorm trained as its Scale, see
+:func:`batch_norm_into_scale`) folds the same way with ``a_c = gamma_c``, ``b' = b_c * gamma_c + beta_c``.
+
 The fold is applied only where it is exact: the BatchNorm reads the output of a
 Convolution (grouped / depthwise included, and the native depthwise layer
 ``ConvolutionDepthwise`` whose weights have the same layout), Deconvolution or InnerProduct, and
@@ -38,7 +41,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -83,11 +86,11 @@ class MergeBNError(ValueError):
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class Fold:
-    """One BatchNorm (and maybe its Scale) folded into ``layer``."""
+    """One BatchNorm (and maybe its Scale), or a Scale alone, folded into ``layer``."""
 
     layer: str
     layer_type: str
-    batch_norm: str
+    batch_norm: str | None
     scale: str | None
     top: str  # the blob the folded layer writes afterwards
 
@@ -424,9 +427,30 @@ def plan_folds(net: Any, path: str | Path = "<net>") -> FoldPlan:
         plan.left_in_place.extend(notes)
         scale_name = layers[i_scale].name if i_scale is not None else None
         plan.folds.append(Fold(conv.name, conv.type, bn.name, scale_name, top))
+    plan.folds.extend(_lone_scale_folds(net, reads, readers, {f.scale for f in plan.folds}))
     if problems:
         raise MergeBNError("\n".join(problems))
     return plan
+
+
+def _lone_scale_folds(net: Any, reads: list[list[Version]], readers: dict[Version, list[int]],
+                      taken: set[str | None]) -> list[Fold]:
+    """Per-channel Scale layers reading a foldable layer's output directly (a frozen BatchNorm trained as its
+    Scale alone, :func:`batch_norm_into_scale`): folded like a BatchNorm with mean 0 and variance 1."""
+    folds = []
+    layers = net.layer
+    for i, scale in enumerate(layers):
+        param = scale.scale_param
+        if (scale.type != "Scale" or scale.name in taken or len(scale.bottom) != 1 or len(scale.top) != 1
+                or (param.axis, param.num_axes) != (1, 1) or _shares_params(scale)
+                or _why_not_foldable(net, i, reads, readers)):
+            continue
+        i_conv = reads[i][0][0]
+        conv, top = layers[i_conv], scale.top[0]
+        if top != conv.top[0] and (_blob_name_reused(net, i_conv, i, {i_conv, i}, top) or top in conv.bottom):
+            continue
+        folds.append(Fold(conv.name, conv.type, None, scale.name, top))
+    return folds
 
 
 # --------------------------------------------------------------------------- weight checks
@@ -474,7 +498,8 @@ def _fold_shape_problems(fold: Fold, by_name: dict[str, Any], weights: dict[str,
     if len(weights[fold.layer]) > 1 and math.prod(blob_shape(weights[fold.layer][1])) != channels:
         problems.append(f"layer '{fold.layer}': bias blob shape {blob_shape(weights[fold.layer][1])}, "
                         f"num_output {channels}")
-    mean, var, factor = (math.prod(blob_shape(b)) for b in weights[fold.batch_norm])
+    mean, var, factor = ((math.prod(blob_shape(b)) for b in weights[fold.batch_norm]) if fold.batch_norm
+                         else (channels, channels, 1))
     if (mean, var, factor) != (channels, channels, 1):
         problems.append(f"BatchNorm '{fold.batch_norm}': blobs hold {mean}, {var}, {factor} values; "
                         f"expected {channels}, {channels}, 1 for the {channels} channels of '{fold.layer}'")
@@ -540,19 +565,24 @@ def fold_weights(layer_type: str, weight: np.ndarray, bias: np.ndarray | None, a
     return folded, b * a + c
 
 
-def _fold_blobs(conv: Any, bn: Any, scale: Any | None, weights: dict[str, list[Any]]) -> list[Any]:
-    """The two new blobs (weights, bias) of ``conv`` with ``bn`` and ``scale`` folded in."""
+def _fold_blobs(conv: Any, bn: Any | None, scale: Any | None, weights: dict[str, list[Any]]) -> list[Any]:
+    """The two new blobs (weights, bias) of ``conv`` with ``bn`` and ``scale`` folded in (``bn`` None: a Scale
+    alone)."""
     conv_blobs = weights[conv.name]
-    mean, variance, factor = (blob_to_array(b) for b in weights[bn.name])
     gamma = beta = None
     if scale is not None:
         scale_blobs = [blob_to_array(b) for b in weights[scale.name]]
         gamma = scale_blobs[0]
         beta = scale_blobs[1] if scale.scale_param.bias_term else None
-    try:
-        a, c = batch_norm_affine(mean, variance, float(factor.ravel()[0]), bn.batch_norm_param.eps, gamma, beta)
-    except ValueError as exc:
-        raise MergeBNError(f"BatchNorm '{bn.name}': {exc}") from exc
+    if bn is None:
+        a = np.asarray(gamma, np.float64).ravel()
+        c = np.zeros_like(a) if beta is None else np.asarray(beta, np.float64).ravel()
+    else:
+        mean, variance, factor = (blob_to_array(b) for b in weights[bn.name])
+        try:
+            a, c = batch_norm_affine(mean, variance, float(factor.ravel()[0]), bn.batch_norm_param.eps, gamma, beta)
+        except ValueError as exc:
+            raise MergeBNError(f"BatchNorm '{bn.name}': {exc}") from exc
     weight = blob_to_array(conv_blobs[0])
     bias = blob_to_array(conv_blobs[1]) if len(conv_blobs) > 1 else None
     group = int(conv.convolution_param.group) if conv.type != "InnerProduct" else 1
@@ -565,7 +595,7 @@ def _fold_blobs(conv: Any, bn: Any, scale: Any | None, weights: dict[str, list[A
 def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[Any, Any]:
     """Apply ``plan``: the folded deploy ``NetParameter`` and the folded weights ``NetParameter``."""
     pb2 = caffe_pb2()
-    removed = {f.batch_norm for f in plan.folds} | {f.scale for f in plan.folds if f.scale}
+    removed = {f.batch_norm for f in plan.folds if f.batch_norm} | {f.scale for f in plan.folds if f.scale}
     folds = {f.layer: f for f in plan.folds}
     by_name = {layer.name: layer for layer in net.layer}
     new_net = pb2.NetParameter()
@@ -585,7 +615,7 @@ def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[A
             else:
                 kept.convolution_param.bias_term = True
             scale = by_name[fold.scale] if fold.scale else None
-            blobs = _fold_blobs(layer, by_name[fold.batch_norm], scale, weights)
+            blobs = _fold_blobs(layer, by_name[fold.batch_norm] if fold.batch_norm else None, scale, weights)
         else:
             blobs = weights.get(layer.name, [])
         if blobs:
@@ -594,6 +624,117 @@ def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[A
             stored.top.extend(kept.top)
             stored.blobs.extend(blobs)
     return new_net, new_weights
+
+
+# --------------------------------------------------------------------------- BatchNorm into its Scale
+# A frozen BatchNorm (stored statistics) followed by its Scale is one fixed per-channel map a * x + c. Keeping
+# that map as the Scale alone (``gamma' = a``, ``beta' = c``) computes the same function at the cost of one pass
+# instead of BatchNorm's several (its backward pass too), while the convolution keeps its own weights. That is
+# the difference from the fold above: SGD on a folded weight ``a * W`` moves each channel at ``1 / a^2`` the rate
+# of SGD on ``W``, so a net trained with a frozen BatchNorm should see it as a Scale, not folded.
+def scale_pairs(net: Any, select: Callable[[str], bool] = lambda name: True,
+                path: str | Path = "<net>") -> list[tuple[str, str]]:
+    """``(BatchNorm, Scale)`` names where a BatchNorm chosen by ``select`` (by name) is read by exactly one
+    per-channel Scale (one bottom, axis 1, one axis) and nothing else: the pairs that can become one Scale."""
+    _, readers = _dataflow(net, path)
+    layers = net.layer
+    pairs = []
+    for i, bn in enumerate(layers):
+        if bn.type != "BatchNorm" or not select(bn.name) or len(bn.bottom) != 1 or len(bn.top) != 1:
+            continue
+        after = readers[(i, 0)]
+        if len(after) != 1 or layers[after[0]].type != "Scale":
+            continue
+        scale = layers[after[0]]
+        if len(scale.bottom) == 1 and scale.scale_param.axis == 1 and scale.scale_param.num_axes == 1:
+            pairs.append((bn.name, scale.name))
+    return pairs
+
+
+def without_batch_norm(net: Any, pairs: Sequence[tuple[str, str]]) -> Any:
+    """``net`` with the BatchNorm of each pair removed and its Scale reading the BatchNorm's input, with a bias
+    (the ``NetParameter`` of :func:`batch_norm_into_scale`; train nets are built the same way)."""
+    pb2 = caffe_pb2()
+    removed = {bn: scale for bn, scale in pairs}
+    bottoms: dict[str, str] = {}
+    by_name = {layer.name: layer for layer in net.layer}
+    new_net = pb2.NetParameter()
+    new_net.CopyFrom(net)
+    del new_net.layer[:]
+    for layer in net.layer:
+        if layer.name in removed:
+            bottoms[removed[layer.name]] = by_name[layer.name].bottom[0]
+            continue
+        kept = new_net.layer.add()
+        kept.CopyFrom(layer)
+        if layer.name in bottoms:
+            kept.bottom[0] = bottoms[layer.name]
+            kept.scale_param.bias_term = True
+    return new_net
+
+
+def scale_weights(net: Any, weights: dict[str, list[Any]], pairs: Sequence[tuple[str, str]]) -> Any:
+    """The weights ``NetParameter`` of ``without_batch_norm(net, pairs)``: each pair's Scale holds the pair's
+    map ``a * x + c`` (:func:`batch_norm_affine`); every other layer keeps its blobs."""
+    pb2 = caffe_pb2()
+    by_name = {layer.name: layer for layer in net.layer}
+    folded = {}
+    for bn_name, scale_name in pairs:
+        bn, scale = by_name[bn_name], by_name[scale_name]
+        mean, variance, factor = (blob_to_array(b) for b in weights[bn_name])
+        blobs = [blob_to_array(b) for b in weights[scale_name]]
+        beta = blobs[1] if scale.scale_param.bias_term and len(blobs) > 1 else None
+        try:
+            a, c = batch_norm_affine(mean, variance, float(factor.ravel()[0]), bn.batch_norm_param.eps, blobs[0], beta)
+        except ValueError as exc:
+            raise MergeBNError(f"BatchNorm '{bn_name}': {exc}") from exc
+        folded[scale_name] = [array_to_blob(a.reshape(blobs[0].shape), like=weights[scale_name][0]),
+                              array_to_blob(c.reshape(blobs[0].shape), like=weights[scale_name][0])]
+    new_weights = pb2.NetParameter(name=net.name)
+    for layer in without_batch_norm(net, pairs).layer:
+        blobs = folded.get(layer.name, weights.get(layer.name, []))
+        if blobs:
+            stored = new_weights.layer.add(name=layer.name, type=layer.type)
+            stored.bottom.extend(layer.bottom)
+            stored.top.extend(layer.top)
+            stored.blobs.extend(blobs)
+    return new_weights
+
+
+def batch_norm_into_scale(model: str | Path, weights: str | Path, out_model: str | Path, out_weights: str | Path,
+                          select: Callable[[str], bool] = lambda name: True,
+                          tolerance: float = DEFAULT_TOLERANCE) -> MergeResult:
+    """Write ``model`` with each BatchNorm chosen by ``select`` joined into its Scale (section comment above),
+    after checking on a random input that both nets give the same outputs (within ``tolerance``); nothing is
+    written when they differ (``result.written`` False). ``result.plan.folds`` lists the pairs (``layer``: the
+    Scale)."""
+    model, weights, out_model, out_weights = Path(model), Path(weights), Path(out_model), Path(out_weights)
+    net = read_prototxt(model)
+    check_deploy_net(net, model)
+    _check_output_paths(model, weights, out_model, out_weights)
+    with _refused():
+        blobs = weights_by_layer(read_caffemodel(weights))
+    check_fold_weights(net, blobs, model, weights)
+    pairs = scale_pairs(net, select, model)
+    new_net, new_weights = without_batch_norm(net, pairs), scale_weights(net, blobs, pairs)
+    scale_tops = {layer.name: layer.top[0] for layer in new_net.layer}
+    plan = FoldPlan([Fold(scale, "Scale", bn, None, scale_tops[scale]) for bn, scale in pairs])
+    result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
+    staged = _staging_paths(out_model, out_weights)
+    try:
+        _stage_outputs(staged, new_net, new_weights)
+        before = load_caffe_net(model, weights, net, blobs)
+        after = load_caffe_net(staged[0], staged[1], new_net, weights_by_layer(new_weights))
+        result.verification = verify_nets(before, after, tolerance=tolerance, timing_runs=0)
+        if result.verification.passed:
+            os.replace(staged[0], out_model)
+            os.replace(staged[1], out_weights)
+            result.written = True
+        return result
+    finally:
+        for tmp in staged:
+            if tmp.exists():
+                tmp.unlink()
 
 
 # --------------------------------------------------------------------------- Caffe nets
@@ -831,17 +972,19 @@ def _plan_lines(result: MergeResult, verbose: bool) -> list[str]:
     """What was folded (per folded layer type) and what was left in place, with reasons."""
     plan = result.plan
     if plan.folds:
-        with_scale = sum(1 for f in plan.folds if f.scale)
+        batch_norms = [f for f in plan.folds if f.batch_norm]
+        with_scale = sum(1 for f in batch_norms if f.scale)
+        lone = len(plan.folds) - len(batch_norms)
         kinds = defaultdict(int)
         for f in plan.folds:
             kinds[f.layer_type] += 1
         kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        lines = [f"folded {len(plan.folds)} BatchNorm ({with_scale} with their Scale) into {kinds_text}: "
-                 f"{result.layers_before} -> {result.layers_after} layers"]
+        what = f"{len(batch_norms)} BatchNorm ({with_scale} with their Scale)" + (f" and {lone} Scale" if lone else "")
+        lines = [f"folded {what} into {kinds_text}: {result.layers_before} -> {result.layers_after} layers"]
     else:
         lines = ["nothing to fold: no BatchNorm directly after a Convolution/Deconvolution/InnerProduct"]
     if verbose:
-        lines += [f"  {f.layer} <- {f.batch_norm}" + (f" + {f.scale}" if f.scale else "") for f in plan.folds]
+        lines += [f"  {f.layer} <- " + " + ".join(n for n in (f.batch_norm, f.scale) if n) for f in plan.folds]
     if plan.left_in_place:
         lines.append(f"left in place ({len(plan.left_in_place)}):")
         lines += [f"  {item.layer}: {item.reason}" for item in plan.left_in_place]

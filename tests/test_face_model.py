@@ -190,9 +190,18 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
     assert len(frozen) > 8 and all(np.abs(net.params[name][k].diff).max() == 0 for name in frozen
                                    for k in range(len(net.params[name])) if len(net.params[name][k].diff.shape))
     assert grads["features.4/dw"].max() > 0
+    # The default "affine": no BatchNorm layer in the backbone, whose fixed Scale layers read the convolutions;
+    # Caffe then skips the frozen blocks' backward pass (features.4's input gets no gradient).
     layers = {layer.name: layer for layer in param.layer}
-    assert layers["features.5/dw/bn"].batch_norm_param.use_global_stats
+    assert not any(layer.type == "BatchNorm" and layer.name.startswith("features.") for layer in param.layer)
+    assert list(layers["features.5/dw/scale"].bottom) == ["features.5/dw"]
+    assert [spec.lr_mult for spec in layers["features.5/dw/scale"].param] == [0, 0]
     assert not layers["extra1/dw/bn"].batch_norm_param.HasField("use_global_stats")
+    assert np.abs(net.blobs["features.3/sum"].diff).max() == 0
+    # "frozen": BatchNorm layers at their stored statistics, Scale layers fixed.
+    _, files = train_net(caffe, tmp_path / "frozen", backbone_bn="frozen")
+    layers = {layer.name: layer for layer in read_net_prototxt(files[fm.TRAIN_NET]).layer}
+    assert layers["features.5/dw/bn"].batch_norm_param.use_global_stats
     assert [spec.lr_mult for spec in layers["features.5/dw/scale"].param] == [0, 0]
     # Folded: no BatchNorm/Scale in the backbone, biases on its convolutions, the deploy net alike; Caffe then
     # skips the frozen blocks' backward pass entirely (features.4's input gets no gradient).
@@ -216,7 +225,51 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
         fm.FaceModelConfig(backbone_bn="fused").check()
 
 
-def test_folded_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_path):
+def test_affine_backbone_trains_exactly_like_frozen_batch_norm(caffe, tmp_path):
+    """"affine" holds each frozen BatchNorm + Scale as its Scale alone: given the frozen net's weights joined by
+    caffe_common.merge_bn, the same batch gives the same losses and the same parameter gradients."""
+    from caffe_common.merge_bn import read_caffemodel, scale_pairs, scale_weights, weights_by_layer
+    from caffe_common.model_files import read_net_prototxt
+
+    caffe.set_random_seed(0)  # the fillers
+    # Every negative prior kept: with near-zero random heads, which negatives count as the "hardest" would
+    # otherwise be decided by rounding.
+    frozen, files = train_net(caffe, tmp_path / "frozen", backbone_bn="frozen", neg_pos_ratio=1e6)
+    frozen.save(str(tmp_path / "frozen.caffemodel"))
+    frozen_param = read_net_prototxt(files[fm.TRAIN_NET])
+    pairs = scale_pairs(frozen_param, lambda name: name.startswith("features."))
+    joined = scale_weights(frozen_param, weights_by_layer(read_caffemodel(tmp_path / "frozen.caffemodel")), pairs)
+    (tmp_path / "affine.caffemodel").write_bytes(joined.SerializeToString())
+    affine, files = train_net(caffe, tmp_path / "affine", backbone_bn="affine", neg_pos_ratio=1e6)
+    affine_param = read_net_prototxt(files[fm.TRAIN_NET])
+    removed = {layer.name for layer in frozen_param.layer} - {layer.name for layer in affine_param.layer}
+    assert len(pairs) > 50 and removed == {bn for bn, _ in pairs}
+    affine.copy_from(str(tmp_path / "affine.caffemodel"))
+    losses = [net.forward() for net in (frozen, affine)]
+    for name in ("loss_conf", "loss_box", "loss_lmk"):
+        np.testing.assert_allclose(losses[1][name], losses[0][name], rtol=1e-5, err_msg=name)
+    for blob in ("features.7/expand", "features.18", "mbox_conf"):
+        theirs = frozen.blobs[blob].data
+        assert np.abs(affine.blobs[blob].data - theirs).max() <= 1e-4 * np.abs(theirs).max(), blob
+    for net in (frozen, affine):
+        net.backward()
+    learned = [(name, k) for name, params in affine.params.items() for k in range(len(params))
+               if not (name.startswith("features.") and "/scale" in name)]  # a Scale holds a * x + c, fixed
+    assert len(learned) > 100
+    # The heads' gradients match to rounding. Deeper, an activation within rounding of a ReLU6 bound can take
+    # the other side of it in one net (a few of 10^5 values), which changes single gradient entries, so the
+    # backbone is compared as a whole: relative L2 error (a wrong map gives errors of order 1).
+    for name, k in learned:
+        if "_mbox_" in name:
+            theirs = frozen.params[name][k].diff
+            assert np.abs(affine.params[name][k].diff - theirs).max() <= 1e-4 * np.abs(theirs).max(), name
+    mine = np.concatenate([affine.params[name][k].diff.ravel() for name, k in learned]).astype(np.float64)
+    theirs = np.concatenate([frozen.params[name][k].diff.ravel() for name, k in learned]).astype(np.float64)
+    assert np.linalg.norm(mine - theirs) <= 1e-2 * np.linalg.norm(theirs)
+
+
+@pytest.mark.parametrize("backbone_bn", ["affine", "folded"])
+def test_transformed_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_path, backbone_bn):
     from caffe_common.assets import AssetError, asset_path
     from caffe_common.solver import weight_fit_problems
     from ssd_mobilenet.mobilenet_v2 import IMAGENET_ASSET
@@ -227,15 +280,16 @@ def test_folded_imagenet_weights_load_by_name_and_keep_the_features(caffe, tmp_p
         pytest.skip(f"ImageNet MobileNetV2 weights unavailable: {exc}")
     from ssd_mobilenet.faces.training import imagenet_init
 
-    folded = imagenet_init(tmp_path, folded=True)
+    transformed = imagenet_init(tmp_path, backbone_bn)
     converted = tmp_path / "init" / "mobilenet_v2_imagenet.caffemodel"
-    net, files = train_net(caffe, tmp_path / "nets", backbone_bn="folded")
-    assert weight_fit_problems(net, folded, require_all=False) == []
-    frozen_net, _ = train_net(caffe, tmp_path / "frozen")  # the default: the converted (unfolded) weights fit
+    assert transformed != converted and imagenet_init(tmp_path, "frozen") == converted
+    net, files = train_net(caffe, tmp_path / "nets", backbone_bn=backbone_bn)
+    assert weight_fit_problems(net, transformed, require_all=False) == []
+    frozen_net, _ = train_net(caffe, tmp_path / "frozen", backbone_bn="frozen")  # the converted weights fit
     assert weight_fit_problems(frozen_net, converted, require_all=False) == []
-    net.copy_from(str(folded))
-    # The folded backbone of the face net computes the converted ImageNet net's features.
-    deploy = caffe.Net(str(files[fm.DEPLOY_NET]), str(folded), caffe.TEST)
+    net.copy_from(str(transformed))
+    # The transformed backbone of the face net computes the converted ImageNet net's features.
+    deploy = caffe.Net(str(files[fm.DEPLOY_NET]), str(transformed), caffe.TEST)
     reference = caffe.Net(str(converted.with_suffix(".prototxt")), str(converted), caffe.TEST)
     reference.blobs["data"].reshape(*deploy.blobs["data"].data.shape)
     reference.reshape()

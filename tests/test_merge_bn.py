@@ -276,6 +276,40 @@ def test_res10_face_ssd_folds_with_equal_detections_also_in_opencv(caffe, tmp_pa
 
 
 # --------------------------------------------------------------------------- left in place / refused
+def test_batch_norm_into_scale_keeps_the_outputs_and_the_convolutions(caffe, tmp_path):
+    """The frozen-BatchNorm form for training: each chosen BatchNorm followed by a Scale is removed and its map
+    held by the Scale (in place or not, with or without a bias before); the rest of the net is untouched."""
+    model = write_prototxt(tmp_path, HEADER + ZOO_LAYERS, "zoo.prototxt")
+    weights = random_weights(caffe, model, tmp_path / "zoo.caffemodel", seed=3, factors=FACTORS)
+    out_model, out_weights = tmp_path / "zoo_scale.prototxt", tmp_path / "zoo_scale.caffemodel"
+    result = mb.batch_norm_into_scale(model, weights, out_model, out_weights, select=lambda name: name != "bn_a")
+    assert result.written and result.verification.passed
+    assert max(d.max_rel for d in result.verification.diffs) < 1e-5
+    assert {(f.layer, f.batch_norm) for f in result.plan.folds} == {
+        ("scale_b", "bn_b"), ("scale_d", "bn_d"), ("scale_e", "bn_e"), ("scale_f", "bn_f")}
+    layers = {layer.name: layer for layer in mb.read_prototxt(out_model).layer}
+    assert [n for n, t in layer_types(out_model) if t == "BatchNorm"] == ["bn_a", "bn_c"]  # not chosen / no Scale
+    assert list(layers["scale_d"].bottom) == ["d"] and list(layers["scale_d"].top) == ["d_out"]
+    assert layers["scale_b"].scale_param.bias_term
+    before_blobs = mb.weights_by_layer(mb.read_caffemodel(weights))
+    after_blobs = mb.weights_by_layer(mb.read_caffemodel(out_weights))
+    for name in ("conv_a", "dw_b", "deconv_d", "fc_e"):  # the convolutions keep their weights exactly
+        for mine, theirs in zip(after_blobs[name], before_blobs[name]):
+            np.testing.assert_array_equal(mb.blob_to_array(mine), mb.blob_to_array(theirs))
+    feed = {"data": np.random.default_rng(8).normal(0, 2, (2, 4, 9, 9)).astype(np.float32)}
+    before = forward_all(caffe, model, weights, feed)
+    assert_same_outputs(before, forward_all(caffe, out_model, out_weights, feed), rel=1e-5)
+    # merge_bn then folds those Scale layers alone, like the BatchNorm + Scale pairs left.
+    merged = mb.merge_bn(out_model, out_weights, timing_runs=0)
+    assert merged.written and merged.verification.passed
+    assert {f.layer: (f.batch_norm, f.scale) for f in merged.plan.folds} == {
+        "conv_a": ("bn_a", "scale_a"), "dw_b": (None, "scale_b"), "deconv_c": ("bn_c", None),
+        "deconv_d": (None, "scale_d"), "fc_e": (None, "scale_e"), "fc_f": (None, "scale_f")}
+    assert not {t for _, t in layer_types(merged.out_model)} & {"BatchNorm", "Scale"}
+    assert "folded 2 BatchNorm (1 with their Scale) and 4 Scale into" in mb.format_report(merged)
+    assert_same_outputs(before, forward_all(caffe, merged.out_model, merged.out_weights, feed), rel=1e-5)
+
+
 def test_bn_on_input_and_shared_conv_output_are_left_in_place(caffe, tmp_path):
     text = HEADER + """
 layer { name: "bn_in" type: "BatchNorm" bottom: "data" top: "x" }

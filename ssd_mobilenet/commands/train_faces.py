@@ -38,9 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="iterations (default: %(default)s, about 2 hours at 320 with batch 16 on 2 CPU cores)")
     p.add_argument("--wider-repeat", type=count(1), metavar="K",
                    help="times each WIDER image appears per epoch, landmark images once (default: 3)")
-    p.add_argument("--backbone-bn", choices=("frozen", "folded"),
-                   help="ImageNet backbone's BatchNorm: frozen at the stored statistics (default) or folded into the "
-                   "convolutions (a third faster per iteration, measured to learn much slower)")
+    p.add_argument("--backbone-bn", choices=("affine", "frozen", "folded"),
+                   help="ImageNet backbone's BatchNorm, fixed at the stored statistics: as the fixed Scale layers "
+                   "alone (affine, default), as BatchNorm layers (frozen: the same training, slower) or folded into "
+                   "the convolutions (folded: measured to learn much slower)")
     p.add_argument("--base-lr", type=number(0, low_open=True), metavar="LR",
                    help="base learning rate of the SGD solver (default: 0.001, divided by 10 at 2/3 and 8/9 of --iters)")
     p.add_argument("--init", choices=INIT_CHOICES, default="imagenet",

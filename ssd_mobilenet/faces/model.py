@@ -26,17 +26,21 @@ smaller faces with the same priors per stride. Feature maps at 320: 40, 20, 10, 
 **Train net**: ``FaceDataLayer`` (``ssd_mobilenet.faces.data_layer``: ``data``, ``gt``) -> backbone -> heads ->
 ``FacePriorTargetLayer`` (per-prior targets) -> three shared losses (:mod:`caffe_common.loss_layers`). From
 ImageNet weights (the default) the backbone is fine-tuned gently: its BatchNorm stays at the stored ImageNet
-statistics and affine (``backbone_bn="frozen"``: ``use_global_stats``, Scale not learned; batches of 16 on a CPU
-are too small to estimate statistics). ``backbone_bn="folded"`` computes the same function with the BatchNorm
-folded into the convolutions (no BatchNorm/Scale layers in the backbone, biases on its convolutions, init
-weights from :mod:`caffe_common.merge_bn`): a third faster per iteration, but SGD then steps each channel's
-weights at a rate scaled by the square of its BatchNorm factor, and measured on the shared subset it learned
-far slower (landmark loss 8.9 vs 3.4 over iterations 400-560 at the same rate, box loss 2.3 vs 1.7), so it is
-not the default. The backbone's convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's
+statistics and affine (batches of 16 on a CPU are too small to estimate statistics). With ``backbone_bn="affine"``
+(the default) each such BatchNorm + Scale pair, a fixed per-channel map ``a * x + c``, is held by the Scale
+layer alone (no BatchNorm layers; init weights from :func:`caffe_common.merge_bn.batch_norm_into_scale`, the
+Scale not learned): the same function and the same gradients as ``backbone_bn="frozen"`` (BatchNorm layers
+with ``use_global_stats``, Scale not learned; tested), 1.55x faster per iteration at 320 (bench/face_train_speed.py) because Caffe's
+BatchNorm costs several passes forward and backward. ``backbone_bn="folded"`` computes the same function with
+the BatchNorm folded into the convolutions (no BatchNorm/Scale layers in the backbone, biases on its
+convolutions, init weights from :mod:`caffe_common.merge_bn`), but SGD then steps each channel's weights at a
+rate scaled by the square of its BatchNorm factor, and measured on the shared subset it learned far slower
+(landmark loss 9.2 vs 4.4 over iterations 100-200 at the same rate, box loss 2.5 vs 2.1), so it is not the
+default. The backbone's convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's
 multiplier; at the full rate of 1e-3 the frozen-BN MobileNetV2 diverges within 20 iterations even on one
-repeated batch, at 0.1x it converges), and the stride-2/4 blocks ``features.0-3`` are not trained (in the
-folded net Caffe then skips their backward pass, a quarter of an iteration; with frozen BatchNorm layers there
-it still back-propagates through them, measured). From
+repeated batch, at 0.1x it converges), and the stride-2/4 blocks ``features.0-3`` are not trained (without
+BatchNorm layers there Caffe then skips their backward pass, a quarter of an iteration; with frozen BatchNorm
+layers it still back-propagates through them, measured). From
 scratch (``backbone_bn="batch"``, ``frozen_blocks`` 0, ``backbone_lr`` 1) everything learns, with BatchNorm on
 the batch statistics. Losses:
 
@@ -54,7 +58,8 @@ box and landmark losses are both averaged over their matched priors, with offset
 (variance 0.1 of the prior side for box centres and for points), so both get weight 1.
 
 **Deploy net**: standard layers only (Input, Convolution, BatchNorm, Scale, ReLU6, Eltwise, Permute,
-Flatten, Reshape, Softmax, Concat, PriorBox), outputs ``mbox_loc`` (1, P*4), ``mbox_conf`` (1, P*3, softmax
+Flatten, Reshape, Softmax, Concat, PriorBox; with ``affine`` the backbone's convolutions are followed by a
+Scale alone, as in training, which ``merge_bn`` folds), outputs ``mbox_loc`` (1, P*4), ``mbox_conf`` (1, P*3, softmax
 probabilities), ``mbox_lmk`` (1, P*10), ``mbox_priorbox`` (1, 2, P*4); decoding and NMS happen in
 :mod:`ssd_mobilenet.faces.detect`. ``face_model.json`` (:func:`model_description`) holds the input size,
 the preprocessing, the priors, the variances, the class names and the default thresholds.
@@ -69,6 +74,7 @@ from typing import Any
 
 from caffe_common import netspec
 from caffe_common.atomic import write_json_atomic, write_text_atomic
+from caffe_common.merge_bn import scale_pairs, without_batch_norm
 from caffe_common.face_annotations import FIVE_POINT_NAMES
 from caffe_common.netspec import FRESH, Mults, PriorSpec
 
@@ -103,7 +109,7 @@ LANDMARK_NAMES = FIVE_POINT_NAMES
 
 
 #: How the backbone's BatchNorm trains (:attr:`FaceModelConfig.backbone_bn`).
-BACKBONE_BN = ("frozen", "folded", "batch")
+BACKBONE_BN = ("affine", "frozen", "folded", "batch")
 
 
 class FaceModelError(ValueError):
@@ -170,9 +176,10 @@ class FaceModelConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     data_layer: tuple[str, str] = DATA_LAYER
     #: The backbone's BatchNorm: "frozen" (stored ImageNet statistics and affine, as fine-tuned detectors keep
-    #: it with small batches), "folded" (the same, folded into the convolutions: faster, learns slower) or
+    #: it with small batches), "affine" (the same map held by the Scale layers alone, no BatchNorm layers: the
+    #: same training, faster), "folded" (the same, folded into the convolutions: faster, learns slower) or
     #: "batch" (batch statistics, learned affine: from scratch).
-    backbone_bn: str = "frozen"
+    backbone_bn: str = "affine"
     #: Blocks ``features.0`` .. ``features.<k-1>`` not trained (stride <= 4, generic edges): their backward
     #: pass, a quarter of an iteration at 320, is skipped. 0 when the backbone starts from its fillers.
     frozen_blocks: int = 4
@@ -237,22 +244,24 @@ def prior_count(size: int) -> int:
 _LEARNING_TYPES = frozenset({"Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Scale"})
 
 
+def _in_backbone(name: str, blocks: int | None = None) -> bool:
+    """Whether layer ``name`` belongs to the backbone blocks ``features.0`` .. ``features.<blocks-1>`` (all:
+    None); the heads reading a backbone map (``features.7/expand_mbox_loc``) do not."""
+    head = name.split("/")[0]
+    return (head.startswith("features.") and "_mbox_" not in name
+            and (blocks is None or int(head.split(".")[1]) < blocks))
+
+
 def _backbone_layers(n: Any, kinds: frozenset[str], blocks: int | None = None) -> list[Any]:
     """The NetSpec layers of a type in ``kinds`` in blocks ``features.0`` .. ``features.<blocks-1>`` (all: None)."""
-    found = []
-    for name, top in n.tops.items():
-        head = name.split("/")[0]
-        if (top.fn.type_name in kinds and head.startswith("features.") and "_mbox_" not in name
-                and (blocks is None or int(head.split(".")[1]) < blocks)):
-            found.append(top.fn)
-    return found
+    return [top.fn for name, top in n.tops.items() if top.fn.type_name in kinds and _in_backbone(name, blocks)]
 
 
 def _freeze_for_training(n: Any, config: FaceModelConfig) -> None:
-    """Stored BatchNorm statistics and fixed Scale layers in the backbone (``backbone_bn="frozen"``) and no
-    learning in its first ``frozen_blocks`` blocks (lr_mult 0 on every weight and bias)."""
+    """Stored BatchNorm statistics and fixed Scale layers in the backbone (``backbone_bn`` "frozen" or
+    "affine") and no learning in its first ``frozen_blocks`` blocks (lr_mult 0 on every weight and bias)."""
     frozen = _backbone_layers(n, _LEARNING_TYPES, config.frozen_blocks)
-    if config.backbone_bn == "frozen":
+    if config.backbone_bn in ("frozen", "affine"):
         for layer in _backbone_layers(n, frozenset({"BatchNorm"})):
             layer.params["batch_norm_param"] = {**layer.params["batch_norm_param"], "use_global_stats": True}
         frozen += _backbone_layers(n, frozenset({"Scale"}))
@@ -339,6 +348,8 @@ def net_param(config: FaceModelConfig, phase: str) -> Any:
     else:
         raise ValueError(f"unknown phase {phase!r} (train or deploy)")
     net = n.to_proto()
+    if config.backbone_bn == "affine":  # the backbone's BatchNorm as its Scale alone (caffe_common.merge_bn)
+        net = without_batch_norm(net, scale_pairs(net, _in_backbone))
     net.name = NET_NAME
     return net
 

@@ -41,13 +41,14 @@ from .model import (
 )
 
 INIT_CHOICES = ("imagenet", "none")
-#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights on one CPU core: about 1.7 h with
-#: ``--backbone-bn folded`` (7 samples/s measured), about 3.5 h with the default frozen BatchNorm (3.5-4.1
-#: samples/s measured with 2 BLAS threads); the length of this toolkit's longest face run so far.
-DEFAULT_ITERS = 2700
+#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the length of the run behind
+#: ``models/face_multitask`` (frozen BatchNorm, 3.4 samples/s with 2 BLAS threads: 2 h); with the default
+#: ``affine`` form, the same training 1.55x faster per iteration (bench/face_train_speed.py), about 1.3 h.
+DEFAULT_ITERS = 1500
 DATA_DIR, INIT_DIR = "data", "init"
 IMAGENET_WEIGHTS = "mobilenet_v2_imagenet.caffemodel"
 FOLDED_IMAGENET_WEIGHTS = "mobilenet_v2_imagenet_nobn.caffemodel"
+AFFINE_IMAGENET_WEIGHTS = "mobilenet_v2_imagenet_scale.caffemodel"
 
 
 @dataclass
@@ -86,12 +87,14 @@ def _data_index(out: Path, resume: bool, wider_anno: str | Path | None, wider_im
     return index, len(read_face_index(index))
 
 
-def imagenet_init(out: Path, folded: bool = True) -> Path:
-    """The ImageNet MobileNetV2 caffemodel in ``out/init`` (converted from the pinned asset on first use);
-    ``folded``: its BatchNorm folded into the convolutions by :func:`caffe_common.merge_bn.merge_bn` (checked
-    there: both nets give the same outputs), for a train net with a folded backbone."""
+def imagenet_init(out: Path, backbone_bn: str) -> Path:
+    """The ImageNet MobileNetV2 caffemodel in ``out/init`` for a train net whose backbone BatchNorm is
+    ``backbone_bn`` (:data:`~.model.BACKBONE_BN`): converted from the pinned asset on first use ("frozen",
+    "batch"), with each BatchNorm joined into its Scale ("affine",
+    :func:`caffe_common.merge_bn.batch_norm_into_scale`) or folded into its convolution ("folded",
+    :func:`caffe_common.merge_bn.merge_bn`); both are written only when the new net gives the same outputs."""
     from caffe_common.assets import asset_path
-    from caffe_common.merge_bn import merge_bn
+    from caffe_common.merge_bn import batch_norm_into_scale, merge_bn
 
     from ..mobilenet_v2 import IMAGENET_ASSET, convert_imagenet_weights
 
@@ -99,13 +102,15 @@ def imagenet_init(out: Path, folded: bool = True) -> Path:
     if not weights.is_file():
         weights.parent.mkdir(parents=True, exist_ok=True)
         convert_imagenet_weights(asset_path(*IMAGENET_ASSET), weights.with_suffix(".prototxt"), weights)
-    if not folded:
+    transforms = {"folded": (FOLDED_IMAGENET_WEIGHTS, merge_bn), "affine": (AFFINE_IMAGENET_WEIGHTS, batch_norm_into_scale)}
+    if backbone_bn not in transforms:
         return weights
-    target = out / INIT_DIR / FOLDED_IMAGENET_WEIGHTS
+    name, transform = transforms[backbone_bn]
+    target = out / INIT_DIR / name
     if not target.is_file():
-        result = merge_bn(weights.with_suffix(".prototxt"), weights, target.with_suffix(".prototxt"), target)
+        result = transform(weights.with_suffix(".prototxt"), weights, target.with_suffix(".prototxt"), target)
         if not result.written:
-            raise TrainingError(f"folding the BatchNorm of {weights} changed its outputs; nothing written")
+            raise TrainingError(f"{backbone_bn} BatchNorm of {weights} changed its outputs; nothing written")
     return target
 
 
@@ -172,7 +177,7 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     finished = state is not None and int(state.stem.split("_")[1]) >= iters
     result = None
     if not finished:
-        init_weights = ([imagenet_init(out, config.backbone_bn == "folded")] if pretrained and state is None
+        init_weights = ([imagenet_init(out, config.backbone_bn)] if pretrained and state is None
                         else [])
         result = train(TrainConfig(solver=files[SOLVER], out_dir=out, init_weights=init_weights, resume=state,
                                    seed=seed, log_every=10 if iters > 200 else 1, progress=progress))
