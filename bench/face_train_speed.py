@@ -42,7 +42,8 @@ def build_solver(mode: str, index: Path, size: int, batch: int, work: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", type=Path, required=True, help="a face index (train-faces' OUT/data/train_index.jsonl)")
+    parser.add_argument("--index", type=Path, required=True,
+                        help="a face index (train-faces' OUT/data/train_index.jsonl)")
     parser.add_argument("--modes", nargs="+", default=["affine", "frozen", "folded"], help="backbone forms to compare")
     parser.add_argument("--size", type=int, default=320, help="input side (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="images per iteration (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""Fold BatchNorm (+ Scale) into the preceding Convolution / Deconvolution / InnerProduct.
+"""Fold BatchNorm (+ Scale), or a Scale alone, into the preceding Convolution / Deconvolution / InnerProduct.
 
 In a deploy net Caffe's ``BatchNorm`` computes, for each channel ``c`` of axis 1::
 

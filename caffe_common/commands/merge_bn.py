@@ -8,8 +8,9 @@ import sys
 from ..cli import count, number
 
 DESCRIPTION = (
-    "Fold BatchNorm (+ Scale) into the preceding Convolution / Deconvolution / InnerProduct of a deploy "
-    "model, write the folded prototxt + caffemodel, and verify that both nets give the same outputs. "
+    "Fold BatchNorm (+ Scale), or a Scale alone, into the preceding Convolution / Deconvolution / "
+    "InnerProduct of a deploy model, write the folded prototxt + caffemodel, and verify that both nets give "
+    "the same outputs. "
     "Exit status: 0 written and verified, 1 verification above tolerance (nothing written), 2 input refused."
 )
 

@@ -30,12 +30,13 @@ statistics and affine (batches of 16 on a CPU are too small to estimate statisti
 (the default) each such BatchNorm + Scale pair, a fixed per-channel map ``a * x + c``, is held by the Scale
 layer alone (no BatchNorm layers; init weights from :func:`caffe_common.merge_bn.batch_norm_into_scale`, the
 Scale not learned): the same function and the same gradients as ``backbone_bn="frozen"`` (BatchNorm layers
-with ``use_global_stats``, Scale not learned; tested), 1.55x faster per iteration at 320 (bench/face_train_speed.py) because Caffe's
-BatchNorm costs several passes forward and backward. ``backbone_bn="folded"`` computes the same function with
-the BatchNorm folded into the convolutions (no BatchNorm/Scale layers in the backbone, biases on its
-convolutions, init weights from :mod:`caffe_common.merge_bn`), but SGD then steps each channel's weights at a
-rate scaled by the square of its BatchNorm factor, and measured on the shared subset it learned far slower
-(landmark loss 9.2 vs 4.4 over iterations 100-200 at the same rate, box loss 2.5 vs 2.1), so it is not the
+with ``use_global_stats``, Scale not learned; tested), 1.55x faster per iteration at 320
+(``bench/face_train_speed.py``) because Caffe's BatchNorm costs several passes forward and backward.
+``backbone_bn="folded"`` computes the same function with the BatchNorm folded into the convolutions (no
+BatchNorm/Scale layers in the backbone, biases on its convolutions, init weights from
+:mod:`caffe_common.merge_bn`), but SGD then steps each channel's weights at a rate scaled by the square of its
+BatchNorm factor, and measured on the shared subset it learned far slower (landmark loss 9.2 vs 4.4 over
+iterations 100-200 at the same rate, box loss 2.5 vs 2.1), so it is not the
 default. The backbone's convolutions learn at 0.1x the rate of the new layers (MobileNet-SSD's
 multiplier; at the full rate of 1e-3 the frozen-BN MobileNetV2 diverges within 20 iterations even on one
 repeated batch, at 0.1x it converges), and the stride-2/4 blocks ``features.0-3`` are not trained (without

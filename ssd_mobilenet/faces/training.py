@@ -102,7 +102,8 @@ def imagenet_init(out: Path, backbone_bn: str) -> Path:
     if not weights.is_file():
         weights.parent.mkdir(parents=True, exist_ok=True)
         convert_imagenet_weights(asset_path(*IMAGENET_ASSET), weights.with_suffix(".prototxt"), weights)
-    transforms = {"folded": (FOLDED_IMAGENET_WEIGHTS, merge_bn), "affine": (AFFINE_IMAGENET_WEIGHTS, batch_norm_into_scale)}
+    transforms = {"folded": (FOLDED_IMAGENET_WEIGHTS, merge_bn),
+                  "affine": (AFFINE_IMAGENET_WEIGHTS, batch_norm_into_scale)}
     if backbone_bn not in transforms:
         return weights
     name, transform = transforms[backbone_bn]
