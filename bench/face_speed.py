@@ -4,7 +4,8 @@
 Times one ``detect`` call per image (median wall ms over ``--runs`` rounds, after one warm-up call each)
 of: the face network (``ssd_mobilenet.faces.FaceDetector``, ``--model-dir``, caffe and opencv backends,
 each at every ``--size``) and the MTCNN cascade (``mtcnn_caffe.detect.cascade.MtcnnDetector`` with its
-default ``official`` settings, caffe and opencv backends, ``--mtcnn-weights`` or the official weights).
+default ``official`` settings, caffe and opencv backends, each ``--mtcnn-weights`` folder, by default the
+official weights).
 The detectors take turns image by image in each round (order rotated), so a changing machine load hits
 all of them alike. Two groups of images are reported: ``--images`` ("typical") and ``--crowded``.
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from caffe_common.images import read_image
 
 
-def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weights: str | None
+def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weights: list[str]
                     ) -> dict[str, Callable[[np.ndarray], list]]:
     """Name -> one-image detect function, for every detector and backend compared."""
     from mtcnn_caffe.detect.cascade import MtcnnDetector
@@ -41,8 +42,11 @@ def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weight
         for size in sizes:
             face = FaceDetector(model_dir, backend=backend, size=size)
             detectors[f"face net {face.size} {backend}"] = face.detect
-    for backend in ("caffe", "opencv"):
-        detectors[f"MTCNN {backend}"] = MtcnnDetector(weights_dir=mtcnn_weights, backend=backend).detect
+    for weights in mtcnn_weights:
+        label = "" if len(mtcnn_weights) == 1 else f" ({weights})"
+        for backend in ("caffe", "opencv"):
+            detector = MtcnnDetector(weights_dir=None if weights == "official" else weights, backend=backend)
+            detectors[f"MTCNN{label} {backend}"] = detector.detect
     return detectors
 
 
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="face model folder (default: the shipped models/face_multitask)")
     parser.add_argument("--size", type=int, nargs="+", default=[None],
                         help="face net input side(s) (default: the model's)")
-    parser.add_argument("--mtcnn-weights", help="MTCNN weights folder (default: the official weights)")
+    parser.add_argument("--mtcnn-weights", nargs="+", default=["official"], metavar="DIR",
+                        help="MTCNN weights folder(s), 'official' for the official weights (default: official)")
     parser.add_argument("--images", nargs="+", required=True, help="typical images")
     parser.add_argument("--crowded", nargs="*", default=[], help="crowded images, reported one by one")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
