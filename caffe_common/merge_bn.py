@@ -709,32 +709,14 @@ def batch_norm_into_scale(model: str | Path, weights: str | Path, out_model: str
     written when they differ (``result.written`` False). ``result.plan.folds`` lists the pairs (``layer``: the
     Scale)."""
     model, weights, out_model, out_weights = Path(model), Path(weights), Path(out_model), Path(out_weights)
-    net = read_prototxt(model)
-    check_deploy_net(net, model)
-    _check_output_paths(model, weights, out_model, out_weights)
-    with _refused():
-        blobs = weights_by_layer(read_caffemodel(weights))
-    check_fold_weights(net, blobs, model, weights)
+    net, blobs = _checked_inputs(model, weights, out_model, out_weights)
     pairs = scale_pairs(net, select, model)
     new_net, new_weights = without_batch_norm(net, pairs), scale_weights(net, blobs, pairs)
     scale_tops = {layer.name: layer.top[0] for layer in new_net.layer}
     plan = FoldPlan([Fold(scale, "Scale", bn, None, scale_tops[scale]) for bn, scale in pairs])
     result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
-    staged = _staging_paths(out_model, out_weights)
-    try:
-        _stage_outputs(staged, new_net, new_weights)
-        before = load_caffe_net(model, weights, net, blobs)
-        after = load_caffe_net(staged[0], staged[1], new_net, weights_by_layer(new_weights))
-        result.verification = verify_nets(before, after, tolerance=tolerance, timing_runs=0)
-        if result.verification.passed:
-            os.replace(staged[0], out_model)
-            os.replace(staged[1], out_weights)
-            result.written = True
-        return result
-    finally:
-        for tmp in staged:
-            if tmp.exists():
-                tmp.unlink()
+    return _write_if_verified(result, net, blobs, new_net, new_weights,
+                              lambda before, after: verify_nets(before, after, tolerance=tolerance, timing_runs=0))
 
 
 # --------------------------------------------------------------------------- Caffe nets
@@ -919,6 +901,20 @@ def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | Non
     default_model, default_weights = default_output_paths(model, weights)
     out_model = Path(out_model) if out_model else default_model
     out_weights = Path(out_weights) if out_weights else default_weights
+    net, blobs = _checked_inputs(model, weights, out_model, out_weights)
+    plan = plan_folds(net, model)
+    check_fold_weights(net, blobs, model, weights, plan)
+    new_net, new_weights = fold_net(net, blobs, plan)
+    result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
+    return _write_if_verified(result, net, blobs, new_net, new_weights,
+                              (lambda before, after: verify_nets(before, after, images, tolerance, timing_runs, seed,
+                                                                 image_mean, image_scale, progress))
+                              if verify else None)
+
+
+def _checked_inputs(model: Path, weights: Path, out_model: Path, out_weights: Path) -> tuple[Any, dict[str, list[Any]]]:
+    """The deploy ``NetParameter`` and its weight blobs by layer, after every check that can be made before
+    Caffe sees them (the paths too); a refused input raises :class:`MergeBNError`."""
     net = read_prototxt(model)
     check_deploy_net(net, model)
     _check_output_paths(model, weights, out_model, out_weights)
@@ -928,22 +924,24 @@ def merge_bn(model: str | Path, weights: str | Path, out_model: str | Path | Non
     with _refused():  # Caffe builds the input model in a probe process first: a CHECK there is an error here
         check_net_structure(net, model)
         probe_net(model, net=net)
-    plan = plan_folds(net, model)
-    check_fold_weights(net, blobs, model, weights, plan)
-    new_net, new_weights = fold_net(net, blobs, plan)
-    result = MergeResult(model, weights, out_model, out_weights, plan, len(net.layer), len(new_net.layer), None, False)
-    staged = _staging_paths(out_model, out_weights)
+    return net, blobs
+
+
+def _write_if_verified(result: MergeResult, net: Any, blobs: dict[str, list[Any]], new_net: Any, new_weights: Any,
+                       verify: Callable[[Any, Any], Verification] | None) -> MergeResult:
+    """Stage ``result``'s two outputs, compare the loaded nets with ``verify`` (None: no comparison) and move
+    the outputs into place only when they agree; staged files never outlive the call."""
+    staged = _staging_paths(result.out_model, result.out_weights)
     try:
         _stage_outputs(staged, new_net, new_weights)
-        if verify:
-            before = load_caffe_net(model, weights, net, blobs)
+        if verify is not None:
+            before = load_caffe_net(result.model, result.weights, net, blobs)
             after = load_caffe_net(staged[0], staged[1], new_net, weights_by_layer(new_weights))
-            result.verification = verify_nets(before, after, images, tolerance, timing_runs, seed,
-                                              image_mean, image_scale, progress)
+            result.verification = verify(before, after)
             if not result.verification.passed:
                 return result
-        os.replace(staged[0], out_model)
-        os.replace(staged[1], out_weights)
+        os.replace(staged[0], result.out_model)
+        os.replace(staged[1], result.out_weights)
         result.written = True
         return result
     finally:
