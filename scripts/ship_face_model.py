@@ -3,10 +3,12 @@
 says how it was made (command, data, seed, git revision, training figures from ``log.csv``, evaluation).
 
     .venv/bin/python scripts/ship_face_model.py RUN_DIR models/face_multitask --command "ssd-mobilenet train-faces ..." \
-        [--evaluation results.json] [--data "in words"]
+        [--merge-bn] [--evaluation results.json] [--data "in words"]
 
 The model folder gets what ``detect-faces --model-dir`` reads: ``face_model.json``, the deploy prototxt and
-the caffemodel it names (checked to load together in Caffe before anything is copied).
+the caffemodel it names (checked to load together in Caffe before anything is copied). ``--merge-bn`` ships them
+with every BatchNorm / Scale folded into its convolution (:func:`caffe_common.merge_bn.merge_bn`: same outputs,
+checked, or nothing is shipped; faster on the caffe backend), under the same file names.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import csv
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,14 +46,34 @@ def main() -> int:
     parser.add_argument("target", type=Path, help="e.g. models/face_multitask")
     add_manifest_options(parser)
     parser.add_argument("--evaluation", type=Path, help="a JSON file of evaluation results to include")
+    parser.add_argument("--merge-bn", action="store_true",
+                        help="fold BatchNorm / Scale into the convolutions on the way (verified; same file names)")
     args = parser.parse_args()
+    from caffe_common.merge_bn import format_report, merge_bn
     from ssd_mobilenet.faces.detect import FaceDetector, read_model_info
 
     info = read_model_info(args.run)
     FaceDetector(args.run)  # the prototxt and the caffemodel load together (checked before Caffe sees them)
-    files = copy_files([args.run / "face_model.json", info.deploy, info.weights], args.target)
+    folded = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        deploy, weights = info.deploy, info.weights
+        if args.merge_bn:
+            result = merge_bn(deploy, weights, Path(tmp) / deploy.name, Path(tmp) / weights.name)
+            if not result.written:
+                print(format_report(result), file=sys.stderr)
+                print("error: the folded model's outputs differ; nothing shipped", file=sys.stderr)
+                return 1
+            deploy, weights = result.out_model, result.out_weights
+            v = result.verification
+            folded = {"folds": len(result.plan.folds), "layers": [result.layers_before, result.layers_after],
+                      "max_relative_difference": max(d.max_rel for d in v.diffs),
+                      "forward_ms_caffe": [round(v.seconds_before * 1000, 1), round(v.seconds_after * 1000, 1)]}
+        files = copy_files([args.run / "face_model.json", deploy, weights], args.target)
+    FaceDetector(args.target)
     manifest = {**manifest_head(args), "files_sha256": files, "training": training_figures(args.run / "log.csv"),
                 "evaluation": json.loads(args.evaluation.read_text()) if args.evaluation else {}}
+    if folded:
+        manifest["merge_bn"] = folded
     write_json_atomic(args.target / "MANIFEST.json", manifest, indent=2)
     print(f"wrote {args.target} ({', '.join(files)}, MANIFEST.json)")
     return 0

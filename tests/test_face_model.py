@@ -509,6 +509,7 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     import sys
 
     from caffe_common.assets import file_sha256
+    from caffe_common.model_files import read_net_prototxt
     from ssd_mobilenet.faces.detect import FaceDetector
 
     from tests.conftest import REPO_ROOT
@@ -533,3 +534,23 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     assert training["losses_mean_of_last_10_logged"]["loss"] == pytest.approx(sum(20 - k for k in range(3, 13)) / 10)
     assert manifest["evaluation"] == {"wider_ap": 0.5} and manifest["revision"] == "abc"
     FaceDetector(target)  # a complete model folder
+    # --merge-bn ships the folded net under the same names: no BatchNorm / Scale left, the same outputs.
+    folded = tmp_path / "models" / "face_nobn"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ship_face_model.py"), str(run), str(folded),
+                           "--command", "train-faces ...", "--merge-bn"], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((folded / "MANIFEST.json").read_text())
+    assert manifest["merge_bn"]["folds"] > 50 and manifest["merge_bn"]["max_relative_difference"] < 1e-4
+    assert all(file_sha256(folded / name) == digest for name, digest in manifest["files_sha256"].items())
+    kinds = {layer.type for layer in read_net_prototxt(folded / fm.DEPLOY_NET).layer}
+    assert not kinds & {"BatchNorm", "Scale"}
+    nets = [caffe.Net(str(d / fm.DEPLOY_NET), str(d / fm.WEIGHTS), caffe.TEST) for d in (target, folded)]
+    image = np.random.default_rng(3).normal(0, 1, nets[0].blobs["data"].data.shape).astype(np.float32)
+    outputs = []
+    for net in nets:
+        net.blobs["data"].data[...] = image
+        outputs.append({name: blob.copy() for name, blob in net.forward().items()})
+    for name in ("mbox_loc", "mbox_conf", "mbox_lmk"):
+        theirs = outputs[0][name]
+        assert np.abs(outputs[1][name] - theirs).max() <= 1e-4 * np.abs(theirs).max(), name
