@@ -3,12 +3,13 @@
 says how it was made (command, data, seed, git revision, training figures from ``log.csv``, evaluation).
 
     .venv/bin/python scripts/ship_face_model.py RUN_DIR models/face_multitask --command "ssd-mobilenet train-faces ..." \
-        [--merge-bn] [--evaluation results.json] [--data "in words"]
+        [--merge-bn] [--conf C] [--evaluation results.json] [--data "in words"]
 
 The model folder gets what ``detect-faces --model-dir`` reads: ``face_model.json``, the deploy prototxt and
 the caffemodel it names (checked to load together in Caffe before anything is copied). ``--merge-bn`` ships them
 with every BatchNorm / Scale folded into its convolution (:func:`caffe_common.merge_bn.merge_bn`: same outputs,
-checked, or nothing is shipped; faster on the caffe backend), under the same file names.
+checked, or nothing is shipped; faster on the caffe backend), under the same file names. ``--conf`` sets the
+shipped model's default score threshold (``face_model.json`` ``thresholds.conf``; the run's file is not changed).
 """
 from __future__ import annotations
 
@@ -46,9 +47,13 @@ def main() -> int:
     parser.add_argument("target", type=Path, help="e.g. models/face_multitask")
     add_manifest_options(parser)
     parser.add_argument("--evaluation", type=Path, help="a JSON file of evaluation results to include")
+    parser.add_argument("--conf", type=float, metavar="C",
+                        help="the shipped model's default score threshold, in (0, 1) (default: the run's)")
     parser.add_argument("--merge-bn", action="store_true",
                         help="fold BatchNorm / Scale into the convolutions on the way (verified; same file names)")
     args = parser.parse_args()
+    if args.conf is not None and not 0 < args.conf < 1:
+        parser.error(f"--conf {args.conf}: must be between 0 and 1")
     from caffe_common.merge_bn import format_report, merge_bn
     from ssd_mobilenet.faces.detect import FaceDetector, read_model_info
 
@@ -68,7 +73,13 @@ def main() -> int:
             folded = {"folds": len(result.plan.folds), "layers": [result.layers_before, result.layers_after],
                       "max_relative_difference": max(d.max_rel for d in v.diffs),
                       "forward_ms_caffe": [round(v.seconds_before * 1000, 1), round(v.seconds_after * 1000, 1)]}
-        files = copy_files([args.run / "face_model.json", deploy, weights], args.target)
+        description = args.run / "face_model.json"
+        if args.conf is not None:
+            data = json.loads(description.read_text())
+            data["thresholds"]["conf"] = args.conf
+            description = Path(tmp) / description.name
+            write_json_atomic(description, data, indent=1)
+        files = copy_files([description, deploy, weights], args.target)
     FaceDetector(args.target)
     manifest = {**manifest_head(args), "files_sha256": files, "training": training_figures(args.run / "log.csv"),
                 "evaluation": json.loads(args.evaluation.read_text()) if args.evaluation else {}}
