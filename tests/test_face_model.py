@@ -537,9 +537,10 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     # --merge-bn ships the folded net under the same names: no BatchNorm / Scale left, the same outputs.
     folded = tmp_path / "models" / "face_nobn"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ship_face_model.py"), str(run), str(folded),
-                           "--command", "train-faces ...", "--merge-bn"], capture_output=True, text=True, timeout=300,
-                          cwd=REPO_ROOT)
+                           "--command", "train-faces ...", "--merge-bn", "--conf", "0.3"], capture_output=True,
+                          text=True, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert FaceDetector(folded).thresholds.conf == 0.3 and FaceDetector(run).thresholds.conf == 0.5
     manifest = json.loads((folded / "MANIFEST.json").read_text())
     assert manifest["merge_bn"]["folds"] > 50 and manifest["merge_bn"]["max_relative_difference"] < 1e-4
     assert all(file_sha256(folded / name) == digest for name, digest in manifest["files_sha256"].items())
@@ -554,3 +555,4 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     for name in ("mbox_loc", "mbox_conf", "mbox_lmk"):
         theirs = outputs[0][name]
         assert np.abs(outputs[1][name] - theirs).max() <= 1e-4 * np.abs(theirs).max(), name
+
