@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"square input side, a multiple of {SIZE_STEP} (default: %(default)s)")
     p.add_argument("--batch", type=count(1), default=16, metavar="N", help="images per iteration (default: %(default)s)")
     p.add_argument("--iters", type=count(1), default=DEFAULT_ITERS, metavar="N",
-                   help="iterations (default: %(default)s, about 2 hours at 320 with batch 16 on 2 CPU cores)")
+                   help="iterations (default: %(default)s, about 75 minutes at 320 with batch 16 on 2 CPU cores)")
     p.add_argument("--wider-repeat", type=count(1), metavar="K",
                    help="times each WIDER image appears per epoch, landmark images once (default: 3)")
     p.add_argument("--backbone-bn", choices=("affine", "frozen", "folded"),

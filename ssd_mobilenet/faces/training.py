@@ -41,10 +41,9 @@ from .model import (
 )
 
 INIT_CHOICES = ("imagenet", "none")
-#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the length of the run behind
-#: ``models/face_multitask`` (frozen BatchNorm, 3.4 samples/s with 2 BLAS threads: 2 h); with the default
-#: ``affine`` form, the same training 1.55x faster per iteration (bench/face_train_speed.py), about 1.3 h.
-DEFAULT_ITERS = 1500
+#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the run behind
+#: ``models/face_multitask``, 74 minutes on the 2-core machine (2 BLAS threads, 6.6 samples/s; bench/RESULTS.md).
+DEFAULT_ITERS = 1800
 DATA_DIR, INIT_DIR = "data", "init"
 IMAGENET_WEIGHTS = "mobilenet_v2_imagenet.caffemodel"
 FOLDED_IMAGENET_WEIGHTS = "mobilenet_v2_imagenet_nobn.caffemodel"
