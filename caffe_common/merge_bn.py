@@ -634,13 +634,16 @@ def fold_net(net: Any, weights: dict[str, list[Any]], plan: FoldPlan) -> tuple[A
 # of SGD on ``W``, so a net trained with a frozen BatchNorm should see it as a Scale, not folded.
 def scale_pairs(net: Any, select: Callable[[str], bool] = lambda name: True,
                 path: str | Path = "<net>") -> list[tuple[str, str]]:
-    """``(BatchNorm, Scale)`` names where a BatchNorm chosen by ``select`` (by name) is read by exactly one
-    per-channel Scale (one bottom, axis 1, one axis) and nothing else: the pairs that can become one Scale."""
+    """``(BatchNorm, Scale)`` names where a BatchNorm chosen by ``select`` (by name) and not set to batch
+    statistics (``use_global_stats: false``) is read by exactly one per-channel Scale (one bottom, axis 1, one
+    axis) and nothing else: the pairs that can become one Scale."""
     _, readers = _dataflow(net, path)
     layers = net.layer
     pairs = []
     for i, bn in enumerate(layers):
         if bn.type != "BatchNorm" or not select(bn.name) or len(bn.bottom) != 1 or len(bn.top) != 1:
+            continue
+        if bn.batch_norm_param.HasField("use_global_stats") and not bn.batch_norm_param.use_global_stats:
             continue
         after = readers[(i, 0)]
         if len(after) != 1 or layers[after[0]].type != "Scale":
@@ -653,7 +656,8 @@ def scale_pairs(net: Any, select: Callable[[str], bool] = lambda name: True,
 
 def without_batch_norm(net: Any, pairs: Sequence[tuple[str, str]]) -> Any:
     """``net`` with the BatchNorm of each pair removed and its Scale reading the BatchNorm's input, with a bias
-    (the ``NetParameter`` of :func:`batch_norm_into_scale`; train nets are built the same way)."""
+    (the ``NetParameter`` of :func:`batch_norm_into_scale`; train nets are built the same way). A Scale that had
+    no bias and one ``param`` spec gets the same spec for its new bias (a fixed Scale stays fixed)."""
     pb2 = caffe_pb2()
     removed = {bn: scale for bn, scale in pairs}
     bottoms: dict[str, str] = {}
@@ -669,6 +673,8 @@ def without_batch_norm(net: Any, pairs: Sequence[tuple[str, str]]) -> Any:
         kept.CopyFrom(layer)
         if layer.name in bottoms:
             kept.bottom[0] = bottoms[layer.name]
+            if not kept.scale_param.bias_term and len(kept.param) == 1:
+                kept.param.add().CopyFrom(kept.param[0])
             kept.scale_param.bias_term = True
     return new_net
 

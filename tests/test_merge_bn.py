@@ -310,6 +310,24 @@ def test_batch_norm_into_scale_keeps_the_outputs_and_the_convolutions(caffe, tmp
     assert_same_outputs(before, forward_all(caffe, merged.out_model, merged.out_weights, feed), rel=1e-5)
 
 
+def test_scale_pairs_keep_training_batch_norm_and_fixed_scales_fixed():
+    from google.protobuf import text_format
+
+    net = text_format.Parse(HEADER + """
+layer { name: "conv" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }
+layer { name: "scale" type: "Scale" bottom: "c" top: "c" param { lr_mult: 0 } scale_param { bias_term: false } }
+layer { name: "conv2" type: "Convolution" bottom: "c" top: "d" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "bn2" type: "BatchNorm" bottom: "d" top: "d" batch_norm_param { use_global_stats: false } }
+layer { name: "scale2" type: "Scale" bottom: "d" top: "d" scale_param { bias_term: true } }
+""", mb.caffe_pb2().NetParameter())
+    pairs = mb.scale_pairs(net)
+    assert pairs == [("bn", "scale")]  # batch statistics are not a fixed map
+    layers = {layer.name: layer for layer in mb.without_batch_norm(net, pairs).layer}
+    assert "bn" not in layers and "bn2" in layers
+    assert layers["scale"].scale_param.bias_term and [p.lr_mult for p in layers["scale"].param] == [0, 0]
+
+
 def test_bn_on_input_and_shared_conv_output_are_left_in_place(caffe, tmp_path):
     text = HEADER + """
 layer { name: "bn_in" type: "BatchNorm" bottom: "data" top: "x" }
