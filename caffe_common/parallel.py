@@ -101,9 +101,12 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
         with _spawn_environment():  # the first submissions start the workers
             pending.extend((item, executor.submit(func, item)) for item in itertools.islice(todo, ahead))
         while pending:
-            item, future = pending[0]
             try:
-                result = future.result()
+                result = pending[0][1].result()
+                # A worker that dies while this result is read breaks the pool: submit raises then too.
+                for item in itertools.islice(todo, 1):
+                    pending.append((item, None))
+                    pending[-1] = (item, executor.submit(func, item))
             except BrokenProcessPool:
                 cause = _death_cause(executor)
                 raise WorkerDiedError(
@@ -111,7 +114,6 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
                     "a crash in native code (SIGABRT, SIGSEGV); try fewer workers", cause,
                     [queued for queued, _ in pending]) from None
             pending.popleft()
-            pending.extend((item, executor.submit(func, item)) for item in itertools.islice(todo, 1))
             yield result
     except BaseException:
         processes = _worker_processes(executor)

@@ -218,6 +218,31 @@ def test_a_killed_worker_is_reported_and_the_run_resumes_identically(tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
 
 
+def test_a_pool_broken_while_submitting_is_a_worker_death(monkeypatch):
+    """A worker can die between reading one result and submitting the next item: then ``submit`` raises
+    (a race the killed-worker test above meets now and then); it must be reported the same way."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from caffe_common.parallel import ordered_map
+
+    submit = ProcessPoolExecutor.submit
+    calls = []
+
+    def breaking(self, fn, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:  # the first submit after a result was read (in_flight 3)
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", breaking)
+    results = []
+    with pytest.raises(WorkerDiedError, match="worker process died") as caught:
+        for value in ordered_map(abs, [-1, -2, -3, -4, -5], 2, in_flight=3):
+            results.append(value)
+    assert results == [] and caught.value.in_flight == [-1, -2, -3, -4]
+
+
 class GatedTask(NumberedTask):
     """:class:`NumberedTask` whose item ``gate``, in a worker, says so in ``reached`` and then never ends
     (a run is certain to be in progress when the test interrupts it)."""
