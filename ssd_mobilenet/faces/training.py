@@ -41,8 +41,8 @@ from .model import (
 )
 
 INIT_CHOICES = ("imagenet", "none")
-#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the run behind
-#: ``models/face_multitask``, 74 minutes on the 2-core machine (2 BLAS threads, 6.6 samples/s; bench/RESULTS.md).
+#: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the best run so far, 74 minutes
+#: on the 2-core machine (2 BLAS threads, 6.6 samples/s; bench/RESULTS.md).
 DEFAULT_ITERS = 1800
 DATA_DIR, INIT_DIR = "data", "init"
 IMAGENET_WEIGHTS = "mobilenet_v2_imagenet.caffemodel"
