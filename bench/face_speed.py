@@ -71,7 +71,7 @@ def time_group(detectors: dict[str, Callable[[np.ndarray], list]], images: list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", help="face model folder (default: the shipped models/face_multitask)")
+    parser.add_argument("--model-dir", help="face model folder (default: models/face_multitask)")
     parser.add_argument("--size", type=int, nargs="+", default=[None],
                         help="face net input side(s) (default: the model's)")
     parser.add_argument("--mtcnn-weights", nargs="+", default=["official"], metavar="DIR",

@@ -103,7 +103,8 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
         while pending:
             try:
                 result = pending[0][1].result()
-                # A worker that dies while this result is read breaks the pool: submit raises then too.
+                # A worker that dies while this result is read breaks the pool, so submit can raise too: the
+                # next item is queued first, to be reported as in flight if its submit fails.
                 for item in itertools.islice(todo, 1):
                     pending.append((item, None))
                     pending[-1] = (item, executor.submit(func, item))

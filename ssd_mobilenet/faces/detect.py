@@ -63,7 +63,7 @@ from .targets import (
     priors_from_blob,
 )
 
-#: The shipped model's folder (``ssd-mobilenet detect-faces`` without ``--model-dir``).
+#: The default model folder (``ssd-mobilenet detect-faces`` without ``--model-dir``; no model is committed yet).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "face_multitask"
 TRAIN_HINT = ("train one with `ssd-mobilenet train-faces --wider-anno wider_face_train_bbx_gt.txt --wider-images "
               "WIDER_train/images --landmarks list.txt --landmark-images DIR --out DIR`, then pass --model-dir DIR")
@@ -162,7 +162,7 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
     directory = Path(model_dir)
     path = directory / MODEL_JSON
     if not path.is_file():
-        where = ("the shipped model's folder, missing from this copy of the toolkit"
+        where = ("the default folder: no face model is committed yet, see bench/RESULTS.md"
                  if directory.resolve() == DEFAULT_MODEL_DIR else "give the folder `train-faces --out` wrote")
         raise FaceModelFilesError(f"{path}: not found, so {directory} is not a face model folder ({where}); "
                                   f"{TRAIN_HINT}")
@@ -200,7 +200,7 @@ def _check_setting(name: str, value: float) -> float:
 
 
 class FaceDetector:
-    """The face network of ``model_dir`` (default: the shipped model) on ``backend`` (``caffe`` or
+    """The face network of ``model_dir`` (default: :data:`DEFAULT_MODEL_DIR`) on ``backend`` (``caffe`` or
     ``opencv``). ``conf`` (lowest face score kept) and ``nms`` (IoU) default to face_model.json's;
     ``size`` is the square input side (default: the one trained; a multiple of 32 — a larger side finds
     smaller faces, at a cost growing with its square). Raises :class:`FaceModelFilesError` (a

@@ -75,8 +75,8 @@ from typing import Any
 
 from caffe_common import netspec
 from caffe_common.atomic import write_json_atomic, write_text_atomic
-from caffe_common.merge_bn import scale_pairs, without_batch_norm
 from caffe_common.face_annotations import FIVE_POINT_NAMES
+from caffe_common.merge_bn import scale_pairs, without_batch_norm
 from caffe_common.netspec import FRESH, Mults, PriorSpec
 
 from ..mobilenet_v2 import add_mobilenet_v2, last_channels, set_batch_norm
