@@ -108,7 +108,7 @@ def last_channels(width: float = 1.0) -> int:
 
 def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | None = IMAGENET_CLASSES,
                      deploy: bool = True, mults: Mults = BACKBONE, depthwise_type: str | None = None,
-                     pool: bool = True, bn: bool = True) -> dict[str, Any]:
+                     pool: bool = True, bn: bool = True, last_block: int = 18) -> dict[str, Any]:
     """Add MobileNetV2 on top ``data`` of NetSpec ``n``; returns its tops by block name (``features.0`` ..
     ``features.18``), plus ``pool`` and, when ``num_classes``, ``classifier`` (the logits).
 
@@ -117,17 +117,23 @@ def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | N
     ``pool=False`` stops after ``features.18`` (no pooling, no classifier: a detection backbone).
     ``bn=False`` builds the folded net (no BatchNorm + Scale; convolutions with biases), whose weights are
     merge_bn's fold of the converted ones (:func:`fold_imagenet_weights`).
+    ``last_block`` < 18 stops after ``features.<last_block>`` (a shorter detection backbone; needs ``pool=False``).
     """
+    if not 1 <= last_block <= 18 or (last_block < 18 and pool):
+        raise ValueError(f"last_block {last_block}: 1 .. 18, and below 18 only without pooling")
     L, P = netspec.caffe_layers()
     tops: dict[str, Any] = {}
     top = netspec.conv_bn_act(n, "features.0", data, make_divisible(STEM_CHANNELS * width), 3, 2, 1, act="relu6",
                               bn=bn, mults=mults)
     tops["features.0"] = top
-    for block in blocks(width):
+    for block in blocks(width)[:last_block]:
         top = netspec.inverted_residual(n, block.name, top, block.in_channels, block.out_channels, block.stride,
                                         block.expand_ratio, act="relu6", mults=mults, depthwise_type=depthwise_type,
                                         bn=bn)
         tops[block.name] = top
+    if last_block < 18:
+        set_batch_norm(n, deploy)
+        return tops
     top = netspec.conv_bn_act(n, "features.18", top, last_channels(width), 1, act="relu6", bn=bn, mults=mults)
     tops["features.18"] = top
     if not pool:

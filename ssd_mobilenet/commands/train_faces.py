@@ -20,7 +20,7 @@ DESCRIPTION = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ssd-mobilenet train-faces``."""
-    from ssd_mobilenet.faces.model import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, SIZE_STEP
+    from ssd_mobilenet.faces.model import ARCHS, DEFAULT_ARCH, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, SIZE_STEP
     from ssd_mobilenet.faces.training import DEFAULT_ITERS, INIT_CHOICES
 
     p = subparsers.add_parser("train-faces", help="train the single-pass face + landmark network",
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output (model) folder")
     p.add_argument("--size", type=count(MIN_SIZE, MAX_SIZE), default=DEFAULT_SIZE, metavar="S",
                    help=f"square input side, a multiple of {SIZE_STEP} (default: %(default)s)")
+    p.add_argument("--arch", choices=tuple(ARCHS), default=DEFAULT_ARCH,
+                   help="network layout: compact (MobileNetV2 cut after block 12, a 1.9 MiB caffemodel; default) or "
+                   "mobilenet_v2 (the whole backbone, a 10 MB caffemodel)")
     p.add_argument("--batch", type=count(1), default=16, metavar="N", help="images per iteration (default: %(default)s)")
     p.add_argument("--iters", type=count(1), default=DEFAULT_ITERS, metavar="N",
                    help="iterations (default: %(default)s, about 75 minutes at 320 with batch 16 on 2 CPU cores)")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, wider_anno=args.wider_anno, wider_images=args.wider_images, landmarks=args.landmarks,
         landmark_images=args.landmark_images, size=args.size, batch=args.batch, iters=args.iters, init=args.init,
         resume=args.resume, seed=args.seed, base_lr=args.base_lr, wider_repeat=args.wider_repeat,
-        backbone_bn=args.backbone_bn, hold_out=args.hold_out,
+        backbone_bn=args.backbone_bn, arch=args.arch, hold_out=args.hold_out,
         progress=not args.no_progress, on_index=lambda lines: print("\n".join(lines), file=sys.stderr, flush=True)),
         refused=(ValueError, OSError, AssetError))
     if result is None:

@@ -1,15 +1,18 @@
 """The face network's train and deploy nets, solver and model description, from the shared builders.
 
-**Backbone**: torchvision's MobileNetV2 (:func:`ssd_mobilenet.mobilenet_v2.add_mobilenet_v2`, width 1.0, layer
-names equal to the converted ImageNet weights, so ``--init imagenet`` copies them by name), cut after
-``features.18`` (the 1x1 convolution to 1280 channels; no pooling, no classifier), then two SSDLite-style
-extra blocks (:data:`EXTRA_BLOCKS`: inverted residuals with stride 2, expansion below 1).
+**Layouts** (:data:`ARCHS`, ``--arch``): torchvision's MobileNetV2
+(:func:`ssd_mobilenet.mobilenet_v2.add_mobilenet_v2`, width 1.0, layer names equal to the converted ImageNet
+weights, so ``--init imagenet`` copies them by name), then SSDLite-style extra blocks (inverted residuals with
+stride 2). ``compact`` (:data:`COMPACT_ARCH`, the default and the shipped model) cuts the backbone after
+``features.12`` (stride 16): 0.5 M parameters, a caffemodel under the repository's 2 MB limit.
+``mobilenet_v2`` (:data:`FULL_ARCH`) keeps it whole up to ``features.18`` (the 1x1 convolution to 1280
+channels; no pooling, no classifier): 2.5 M parameters, 10 MB.
 
-**Heads** (:data:`FACE_HEADS`, the seed's "loss at several depths"): one 1x1 multibox head per map
+**Heads** (:attr:`FaceArch.heads`, the seed's "loss at several depths"): one 1x1 multibox head per map
 (:func:`caffe_common.netspec.multibox_head`: conf 3 = background / face / partial face, loc 4, lmk 10 per
-prior). The stride-8 and stride-16 heads read the *expansion* layers of blocks 7 and 14 (192 and 576
-channels after ReLU6), as SSDLite does, not the 32- and 96-channel linear bottlenecks: a 1x1 head on a
-32-channel linear projection has too little to read from.
+prior). The stride-8 and stride-16 heads read *expansion* layers (``features.7/expand``, 192 channels, and
+``features.12/expand`` or ``features.14/expand``, 576, after ReLU6), as SSDLite does, not the 32- and
+96-channel linear bottlenecks: a 1x1 head on a 32-channel linear projection has too little to read from.
 
 **Priors**: square only (``PriorBox`` with ``min_size`` values, aspect ratio 1, no ``max_size``), variances
 0.1 0.1 0.2 0.2, not clipped. Sides 16, 24, 32, 48, 64, 96, 128, 192, 256 pixels of the net input, two per map
@@ -129,15 +132,49 @@ class FaceHead:
         return PriorSpec(self.prior_sizes, None, (), clip=False, variance=PRIOR_VARIANCE)
 
 
-#: (name, input channels, output channels, expansion): stride-2 inverted residuals after features.18.
-EXTRA_BLOCKS = (("extra1", last_channels(), 256, 0.1), ("extra2", 256, 128, 0.25))
-#: The first backbone block a head reads (``features.7/expand``).
+@dataclass(frozen=True)
+class FaceArch:
+    """A face-net layout: the MobileNetV2 blocks kept (``features.0`` .. ``features.<last_block>``), the stride-2
+    extra blocks after them (name, input channels, output channels, expansion) and the heads."""
+
+    name: str
+    last_block: int
+    extra_blocks: tuple[tuple[str, int, int, float], ...]
+    heads: tuple[FaceHead, ...]
+
+
+#: The first backbone block a head reads (``features.7/expand``), in every layout.
 FIRST_HEAD_BLOCK = 7
-FACE_HEADS = (FaceHead("features.7/expand", 8, (16.0, 24.0)),
-              FaceHead("features.14/expand", 16, (32.0, 48.0)),
-              FaceHead("features.18", 32, (64.0, 96.0)),
-              FaceHead("extra1/project", 64, (128.0, 192.0)),
-              FaceHead("extra2/project", 128, (256.0,)))
+#: The whole MobileNetV2 (2.5 M parameters, a 10 MB caffemodel): cut after ``features.18``, heads on the
+#: expansions of blocks 7 and 14, on ``features.18`` and on two light extra blocks.
+FULL_ARCH = FaceArch(
+    "mobilenet_v2", 18, (("extra1", last_channels(), 256, 0.1), ("extra2", 256, 128, 0.25)),
+    (FaceHead("features.7/expand", 8, (16.0, 24.0)),
+     FaceHead("features.14/expand", 16, (32.0, 48.0)),
+     FaceHead("features.18", 32, (64.0, 96.0)),
+     FaceHead("extra1/project", 64, (128.0, 192.0)),
+     FaceHead("extra2/project", 128, (256.0,))))
+#: MobileNetV2 cut after ``features.12`` (stride 16, 96 channels), the shipped layout: 0.5 M parameters once
+#: folded (a 1.9 MiB caffemodel; the repository takes no file over 2 MB). The stride-32 map, which
+#: ``features.13-18`` (1.8 M parameters) made in the full layout, is one inverted residual with expansion 1.5,
+#: read at its depthwise layer (144 channels after ReLU6) as SSDLite reads expansions; the same priors per
+#: stride as the full layout.
+COMPACT_ARCH = FaceArch(
+    "compact", 12, (("extra1", 96, 128, 1.5), ("extra2", 128, 128, 0.25), ("extra3", 128, 64, 0.25)),
+    (FaceHead("features.7/expand", 8, (16.0, 24.0)),
+     FaceHead("features.12/expand", 16, (32.0, 48.0)),
+     FaceHead("extra1/dw", 32, (64.0, 96.0)),
+     FaceHead("extra2/project", 64, (128.0, 192.0)),
+     FaceHead("extra3/project", 128, (256.0,))))
+ARCHS = {arch.name: arch for arch in (COMPACT_ARCH, FULL_ARCH)}
+DEFAULT_ARCH = COMPACT_ARCH.name
+
+
+def face_arch(name: str) -> FaceArch:
+    """The layout called ``name`` (:data:`ARCHS`), or :class:`FaceModelError` listing them."""
+    if name not in ARCHS:
+        raise FaceModelError(f"--arch {name!r}: choose from {', '.join(ARCHS)}")
+    return ARCHS[name]
 
 
 @dataclass(frozen=True)
@@ -166,6 +203,8 @@ class FaceModelConfig:
     taking :func:`data_layer_params` and giving ``data`` and ``gt``) with its index and seed, augmentation, losses."""
 
     size: int = DEFAULT_SIZE
+    #: The layout (:data:`ARCHS`): "compact" (shipped, under 2 MB) or "mobilenet_v2" (the whole backbone).
+    arch: str = DEFAULT_ARCH
     batch_size: int = 16
     index: str = "face_index.json"
     seed: int = 0
@@ -193,6 +232,7 @@ class FaceModelConfig:
 
     def check(self) -> None:
         check_size(self.size)
+        face_arch(self.arch)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise FaceModelError(f"--batch {self.batch_size}: must be a whole number >= 1")
         weights = asdict(self.loss_weights)
@@ -225,19 +265,21 @@ def _halve(side: int) -> int:
     return (side - 1) // 2 + 1
 
 
-def feature_map_sizes(size: int) -> tuple[int, ...]:
-    """Sides of the :data:`FACE_HEADS` maps for a ``size`` x ``size`` input (40, 20, 10, 5, 3 at 320)."""
+def feature_map_sizes(size: int, arch: str = DEFAULT_ARCH) -> tuple[int, ...]:
+    """Sides of the head maps of layout ``arch`` for a ``size`` x ``size`` input (40, 20, 10, 5, 3 at 320)."""
     check_size(size)
+    heads = face_arch(arch).heads
     side, by_stride = size, {}
     for stride in (2, 4, 8, 16, 32, 64, 128):
         side = _halve(side)
         by_stride[stride] = side
-    return tuple(by_stride[head.stride] for head in FACE_HEADS)
+    return tuple(by_stride[head.stride] for head in heads)
 
 
-def prior_count(size: int) -> int:
-    """Priors per image at input side ``size`` (4259 at 320)."""
-    return sum(side * side * head.prior_spec().priors_per_cell for side, head in zip(feature_map_sizes(size), FACE_HEADS))
+def prior_count(size: int, arch: str = DEFAULT_ARCH) -> int:
+    """Priors per image of layout ``arch`` at input side ``size`` (4259 at 320)."""
+    return sum(side * side * head.prior_spec().priors_per_cell
+               for side, head in zip(feature_map_sizes(size, arch), face_arch(arch).heads))
 
 
 # --------------------------------------------------------------------------- the network
@@ -275,10 +317,12 @@ def _body(n: Any, data: Any, config: FaceModelConfig, deploy: bool) -> list[dict
     train or the deploy net of ``config``."""
     rate = 1.0 if deploy else config.backbone_lr
     depthwise_type = None if deploy else config.depthwise_type
+    arch = face_arch(config.arch)
     tops = add_mobilenet_v2(n, data, num_classes=None, deploy=deploy, mults=Mults(rate, rate, 2 * rate, 0.0),
-                            pool=False, depthwise_type=depthwise_type, bn=config.backbone_bn != "folded")
-    top = tops["features.18"]
-    for name, in_channels, out_channels, expansion in EXTRA_BLOCKS:
+                            pool=False, depthwise_type=depthwise_type, bn=config.backbone_bn != "folded",
+                            last_block=arch.last_block)
+    top = tops[f"features.{arch.last_block}"]
+    for name, in_channels, out_channels, expansion in arch.extra_blocks:
         top = netspec.inverted_residual(n, name, top, in_channels, out_channels, 2, expansion, act="relu6",
                                         mults=FRESH, depthwise_type=depthwise_type)
     set_batch_norm(n, deploy)
@@ -286,7 +330,7 @@ def _body(n: Any, data: Any, config: FaceModelConfig, deploy: bool) -> list[dict
         _freeze_for_training(n, config)
     extra = [(kind, values) for kind, values in HEAD_VALUES.items() if kind not in ("loc", "conf")]
     return [netspec.multibox_head(n, head.source, data, NUM_CLASSES, head.prior_spec(), FRESH, FRESH,
-                                  extra_outputs=extra) for head in FACE_HEADS]
+                                  extra_outputs=extra) for head in arch.heads]
 
 
 def _deploy_outputs(n: Any, heads: Sequence[dict[str, Any]]) -> None:
@@ -416,12 +460,13 @@ def preprocessing() -> dict[str, Any]:
             "formula": "(pixel - mean) / std"}
 
 
-def model_description(size: int, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
-    """The contents of ``face_model.json``."""
+def model_description(size: int, thresholds: Thresholds = Thresholds(), arch: str = DEFAULT_ARCH) -> dict[str, Any]:
+    """The contents of ``face_model.json`` for layout ``arch``."""
     check_size(size)
     return {
         "format": MODEL_FORMAT,
         "name": NET_NAME,
+        "arch": face_arch(arch).name,
         "deploy": DEPLOY_NET,
         "weights": WEIGHTS,
         "input": {"blob": "data", "size": [size, size]},
@@ -429,10 +474,10 @@ def model_description(size: int, thresholds: Thresholds = Thresholds()) -> dict[
         "outputs": dict(OUTPUTS),
         "classes": list(CLASS_NAMES),
         "landmarks": list(LANDMARK_NAMES),
-        "priors": {"count": prior_count(size),
+        "priors": {"count": prior_count(size, arch),
                    "maps": [{"source": head.source, "stride": head.stride, "side": side,
                              "min_sizes": list(head.prior_sizes)}
-                            for head, side in zip(FACE_HEADS, feature_map_sizes(size))],
+                            for head, side in zip(face_arch(arch).heads, feature_map_sizes(size, arch))],
                    "variance": list(PRIOR_VARIANCE), "landmark_variance": LANDMARK_VARIANCE, "clip": False,
                    "code": "CENTER_SIZE"},
         "thresholds": asdict(thresholds),
@@ -469,13 +514,14 @@ def write_nets(config: FaceModelConfig, out_dir: str | Path, max_iter: int = 100
         files = {name: write_text_atomic(root / name, text) for name, text in texts.items()}
     except OSError as exc:
         raise FaceModelError(f"{out_dir}: cannot write there: {exc}") from exc
-    return GeneratedFaceModel(files, prior_count(config.size), feature_map_sizes(config.size))
+    return GeneratedFaceModel(files, prior_count(config.size, config.arch), feature_map_sizes(config.size, config.arch))
 
 
-def write_model_description(out_dir: str | Path, size: int, thresholds: Thresholds = Thresholds()) -> Path:
+def write_model_description(out_dir: str | Path, size: int, thresholds: Thresholds = Thresholds(),
+                            arch: str = DEFAULT_ARCH) -> Path:
     """Write ``out_dir/face_model.json`` (:func:`model_description`) atomically."""
     root = _checked_dir(out_dir)
     try:
-        return write_json_atomic(root / MODEL_JSON, model_description(size, thresholds))
+        return write_json_atomic(root / MODEL_JSON, model_description(size, thresholds, arch))
     except OSError as exc:
         raise FaceModelError(f"{out_dir}: cannot write there: {exc}") from exc

@@ -30,6 +30,7 @@ from caffe_common.solver import (
 )
 
 from .model import (
+    DEFAULT_ARCH,
     DEPLOY_NET,
     SOLVER,
     WEIGHTS,
@@ -133,7 +134,7 @@ def export_weights(deploy: Path, trained: Path, target: Path) -> Path:
 def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wider_images: str | Path | None = None,
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
-                wider_repeat: int | None = None, backbone_bn: str | None = None,
+                wider_repeat: int | None = None, backbone_bn: str | None = None, arch: str = DEFAULT_ARCH,
                 resume: bool = False, seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
                 solver: SolverSettings = SolverSettings(),
@@ -151,7 +152,7 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     if iters < 1:
         raise FaceModelError(f"--iters {iters}: must be at least 1")
     pretrained = init == "imagenet"
-    config = FaceModelConfig(batch_size=batch, seed=seed, depthwise_type=resolve_depthwise("auto"))
+    config = FaceModelConfig(arch=arch, batch_size=batch, seed=seed, depthwise_type=resolve_depthwise("auto"))
     if not pretrained:  # from the fillers, every layer learns at the full rate, BatchNorm from the batch
         config = replace(config, backbone_bn="batch", frozen_blocks=0, backbone_lr=1.0)
     if size is not None:
@@ -185,6 +186,6 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     else:
         trained, iterations, seconds = state.with_suffix(".caffemodel"), int(state.stem.split("_")[1]), 0.0
     weights = export_weights(out / DEPLOY_NET, trained, out / WEIGHTS)
-    write_model_description(out, config.size)
+    write_model_description(out, config.size, arch=config.arch)
     return FaceTrainResult(out, weights, iterations, seconds, result.log if result else None,
                            result.plot if result else None, dict(result.last_row) if result else {}, images)
