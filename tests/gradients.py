@@ -2,7 +2,7 @@
 finite-difference gradient of its ``loss`` top and Caffe's own backward pass."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -48,3 +48,18 @@ def analytic_gradient(net, blob: str) -> np.ndarray:
     net.forward()
     net.backward()
     return net.blobs[blob].diff.copy()
+
+
+def central_differences(loss: Callable[[], float], values: np.ndarray, eps: float) -> np.ndarray:
+    """Central differences of ``loss()`` with respect to every element of ``values`` (a blob's data, changed in
+    place and restored)."""
+    numeric = np.zeros(values.shape)
+    for index in np.ndindex(*values.shape):
+        original = float(values[index])
+        values[index] = original + eps
+        plus = loss()
+        values[index] = original - eps
+        minus = loss()
+        values[index] = original
+        numeric[index] = (plus - minus) / (2 * eps)
+    return numeric

@@ -22,6 +22,7 @@ from ssd_mobilenet import model
 from ssd_mobilenet.cli import main
 from ssd_mobilenet.detect import SsdDetector
 from tests.conftest import write_prototxt
+from tests.gradients import central_differences
 from tests.test_ssd_detect import assert_same_detections, random_weights
 
 REFERENCE = Path("reference") / "mobilenet_ssd"
@@ -150,15 +151,7 @@ def test_gradients_match_finite_differences(native_caffe, tmp_path):
     eps = 1e-2
     for name, values in [("dx0", net.blobs["x0"].data)] + [(f"dparam{k}", b.data) for k, b in
                                                              enumerate(net.params["conv"])]:
-        numeric = np.zeros(values.shape)
-        for index in np.ndindex(*values.shape):
-            original = float(values[index])
-            values[index] = original + eps
-            plus = loss()
-            values[index] = original - eps
-            minus = loss()
-            values[index] = original
-            numeric[index] = (plus - minus) / (2 * eps)
+        numeric = central_differences(loss, values, eps)
         np.testing.assert_allclose(analytic[name], numeric, rtol=1e-3, atol=1e-3, err_msg=name)
 
 
