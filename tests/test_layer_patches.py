@@ -1,6 +1,10 @@
-"""Caffe's PReLU layer as the project's patch computes it on the CPU (plane by plane,
-scripts/caffe_build/patches/apply_patches.py PRELU_EDITS): forward, both gradients and in-place use, in real
-Caffe, against the definition ``y = max(x, 0) + a_c * min(x, 0)`` and against finite differences."""
+"""Caffe's layers that the project's patch rewrites for speed on the CPU, in real Caffe, against their definitions
+(scripts/caffe_build/patches/apply_patches.py):
+
+* PReLU (PRELU_EDITS, plane by plane): forward, both gradients and in-place use, against
+  ``y = max(x, 0) + a_c * min(x, 0)`` and against finite differences;
+* max pooling (MAX_POOL_EDITS, the running maximum in locals): outputs, the argmax mask (the first maximum in
+  row-major order wins a tie) and the backward pass, which routes each output's gradient to its argmax."""
 from __future__ import annotations
 
 import numpy as np
@@ -81,3 +85,59 @@ def test_prelu_gradients_match_finite_differences(caffe, tmp_path, shape, shared
     for name, values, analytic in (("x", net.blobs["x"].data, dx), ("slope", net.params["prelu"][0].data, da)):
         numeric = central_differences(loss, values, eps)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-3, atol=1e-3, err_msg=name)
+
+
+# --------------------------------------------------------------------------- max pooling
+def max_pool_net(caffe, tmp_path, shape, pool: str, top_mask: bool):
+    """Input -> max pooling; with ``top_mask`` the argmax is a second top, else Caffe keeps it inside the layer."""
+    dims = " ".join(f"dim: {d}" for d in shape)
+    mask = 'top: "mask"' if top_mask else ""
+    text = f"""force_backward: true
+layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ {dims} }} }} }}
+layer {{ name: "pool" type: "Pooling" bottom: "x" top: "y" {mask} pooling_param {{ pool: MAX {pool} }} }}
+"""
+    return caffe.Net(write_prototxt(tmp_path, text), caffe.TRAIN)
+
+
+def max_pool_reference(x: np.ndarray, out_hw: tuple[int, int], kernel: int, stride: int, pad: int):
+    """Each output's maximum and the flat index (h * width + w) of its first maximum in row-major order, over
+    the window clipped to the image, as Caffe defines max pooling."""
+    n, c, height, width = x.shape
+    y = np.empty((n, c) + out_hw, x.dtype)
+    mask = np.empty((n, c) + out_hw, np.int64)
+    for ph, pw in np.ndindex(*out_hw):
+        h0, w0 = ph * stride - pad, pw * stride - pad
+        h1, w1 = min(h0 + kernel, height), min(w0 + kernel, width)
+        h0, w0 = max(h0, 0), max(w0, 0)
+        window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+        first = window.argmax(axis=2)  # numpy's argmax returns the first maximum too
+        y[:, :, ph, pw] = np.take_along_axis(window, first[..., None], axis=2)[..., 0]
+        mask[:, :, ph, pw] = (h0 + first // (w1 - w0)) * width + w0 + first % (w1 - w0)
+    return y, mask
+
+
+@pytest.mark.parametrize("top_mask", [True, False])
+@pytest.mark.parametrize("shape, kernel, stride, pad, ceil", [
+    ((2, 3, 11, 9), 3, 2, 0, True),    # MTCNN's pools: overlapping windows, the last one cut by the border
+    ((2, 3, 10, 10), 2, 2, 0, True),
+    ((1, 2, 7, 8), 3, 2, 1, False),    # padding
+    ((1, 2, 6, 5), 3, 1, 0, True),
+])
+def test_max_pooling_equals_its_definition(caffe, tmp_path, shape, kernel, stride, pad, ceil, top_mask):
+    net = max_pool_net(caffe, tmp_path, shape, f"kernel_size: {kernel} stride: {stride} pad: {pad} "
+                                               f"ceil_mode: {str(ceil).lower()}", top_mask)
+    rng = np.random.default_rng(sum(shape) + kernel)
+    x = rng.integers(-3, 4, shape).astype(np.float32)  # small integers: many ties inside a window
+    net.blobs["x"].data[...] = x
+    out = net.forward()
+    y, mask = max_pool_reference(x, out["y"].shape[2:], kernel, stride, pad)
+    np.testing.assert_array_equal(out["y"], y)
+    if top_mask:
+        np.testing.assert_array_equal(out["mask"], mask)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    net.blobs["y"].diff[...] = dy
+    net.backward()
+    dx = np.zeros(x.shape)
+    for (b, ch, ph, pw), index in np.ndenumerate(mask):
+        dx[b, ch].flat[index] += dy[b, ch, ph, pw]  # overlapping windows add up
+    np.testing.assert_allclose(net.blobs["x"].diff, dx, rtol=1e-6, atol=1e-6)
