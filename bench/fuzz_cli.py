@@ -1075,7 +1075,7 @@ def add_detect_faces_cases() -> None:
             'bottom: "data"', 'bottom: "nothing"', 1))))
     c("prototxt-head-mismatch", "error", face_detect(change=lambda m: write(
         m / "face_deploy.prototxt", _after((m / "face_deploy.prototxt").read_text(),
-                                           'name: "features.12/expand_mbox_lmk"', "num_output: 20", "num_output: 18"))))
+                                           'name: "features.18_mbox_lmk"', "num_output: 20", "num_output: 18"))))
     c("interrupt", "interrupt", face_detect("--size", "640", inputs=tuple(f"{{tmp}}/i{k}.png" for k in range(INTERRUPT_IMAGES)),
                                             images={f"i{k}.png": png(640, 480, seed=k)
                                                     for k in range(INTERRUPT_IMAGES)}), interrupt_after=6)

@@ -24,6 +24,8 @@ from ssd_mobilenet.faces.targets import (
 )
 
 SIZE = 160  # the smallest side the tests build (maps 20, 10, 5, 3, 2)
+#: The layout of the tests' nets: the smaller one, faster (the deploy-net test and train-faces cover the other).
+ARCH = "compact"
 caffe = import_caffe()  # never a plain `import caffe`: OpenBLAS picks its kernels when Caffe first loads
 
 
@@ -91,12 +93,12 @@ def random_bn_weights(net, seed: int = 0, head_std: float = 0.01) -> None:
 
 def make_model_dir(out: Path, size: int = SIZE, seed: int = 0) -> Path:
     """A face model folder (face_model.json, deploy, caffemodel) with random weights."""
-    fm.write_nets(fm.FaceModelConfig(size=size), out)
+    fm.write_nets(fm.FaceModelConfig(size=size, arch=ARCH), out)
     caffe.set_random_seed(seed)  # the convolutions' fillers
     net = caffe.Net(str(out / fm.DEPLOY_NET), caffe.TEST)
     random_bn_weights(net, seed)
     net.save(str(out / fm.WEIGHTS))
-    fm.write_model_description(out, size)
+    fm.write_model_description(out, size, arch=ARCH)
     return out
 
 
@@ -167,7 +169,7 @@ def test_softmax_output_is_a_distribution_per_prior(model_dir, caffe):
 def train_net(caffe, tmp_path, batch=2, **options):
     """The train net on the stand-in data, with plausible random weights (BatchNorm statistics, which the
     fillers leave at zero, where the net has BatchNorm)."""
-    config = fm.FaceModelConfig(size=SIZE, batch_size=batch, data_layer=STAND_IN, **options)
+    config = fm.FaceModelConfig(**{"size": SIZE, "batch_size": batch, "data_layer": STAND_IN, "arch": ARCH, **options})
     files = fm.write_nets(config, tmp_path).files
     net = caffe.Net(str(files[fm.TRAIN_NET]), caffe.TRAIN)
     random_bn_weights(net)
@@ -491,6 +493,7 @@ def test_train_faces_makes_a_model_folder_detect_faces_runs_on(tiny_face_data, t
             "--size", str(SIZE), "--batch", "2", "--no-progress"]
     assert main([*args, "--iters", "2"]) == 0, capsys.readouterr().err
     assert "trained 2 iterations on 8 images" in capsys.readouterr().out
+    assert json.loads((out / fm.MODEL_JSON).read_text())["arch"] == fm.DEFAULT_ARCH == "mobilenet_v2"
     for name in (fm.MODEL_JSON, fm.DEPLOY_NET, fm.WEIGHTS, "log.csv", "data/held_out_gt.txt"):
         assert (out / name).is_file(), name
     log = (out / "log.csv").read_text().splitlines()
