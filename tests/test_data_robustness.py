@@ -260,7 +260,12 @@ class GatedTask(NumberedTask):
 
 
 def interrupted_run(out: str) -> int:
-    """What the subprocess of the Ctrl-C test runs: a -j 2 generation behind the generators' CLI wrapper."""
+    """What the subprocess of the Ctrl-C test runs: a -j 2 generation behind the generators' CLI wrapper.
+    Should it ever hang (seen once in CI-like load, not reproduced), every thread's stack goes to stderr after
+    45 s, for the test to show."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(45)
     gated = GatedTask(12, gate=6, reached=out + ".reached")
     return cli.clean_exit(lambda: run_generator(gated, out, jobs=2, chunk_images=4, progress=False) and 0)()
 
@@ -277,7 +282,11 @@ def test_ctrl_c_prints_one_line_and_the_rerun_resumes_identically(tmp_path):
         assert time.time() < end, "the gated item was never reached"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("no exit within 60 s of Ctrl-C; the stacks:\n" + process.communicate()[1][-6000:])
     assert process.returncode == 130
     assert err.strip() == "interrupted: finished parts are kept; re-run the same command to resume"
     assert not (out / "stats.json").exists() and not (out / "shards" / "00001.json").exists()
