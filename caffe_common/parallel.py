@@ -22,6 +22,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: Seconds between the main thread's wake-ups while it waits for a result (see :func:`_wait_for`).
+WAKE_UP_S = 0.25
 
 
 class WorkerDiedError(RuntimeError):
@@ -76,6 +78,19 @@ def _death_cause(executor: Any) -> str:
     return ", ".join(sorted(causes)) or "ended abruptly"
 
 
+def _wait_for(future: Any) -> Any:
+    """``future.result()``, waking up every :data:`WAKE_UP_S`. The kernel may deliver a Ctrl-C to any thread of
+    the process (the pool's threads included); Python then runs the handler only when the main thread next runs
+    Python code, which an untimed wait for a result that never comes would never do: a hang, seen in the
+    Ctrl-C test under load."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_UP_S)
+        except TimeoutError:
+            if future.done():  # the function itself raised TimeoutError
+                raise
+
+
 def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
                 initializer: Callable[..., None] | None = None, initargs: tuple = (),
                 in_flight: int | None = None) -> Iterator[R]:
@@ -102,7 +117,7 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, *,
             pending.extend((item, executor.submit(func, item)) for item in itertools.islice(todo, ahead))
         while pending:
             try:
-                result = pending[0][1].result()
+                result = _wait_for(pending[0][1])
                 # A worker that dies while this result is read breaks the pool, so submit can raise too: the
                 # next item is queued first, to be reported as in flight if its submit fails.
                 for item in itertools.islice(todo, 1):

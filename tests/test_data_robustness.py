@@ -243,6 +243,37 @@ def test_a_pool_broken_while_submitting_is_a_worker_death(monkeypatch):
     assert results == [] and caught.value.in_flight == [-1, -2, -3, -4]
 
 
+def interrupt_from_another_thread() -> int:
+    """What the subprocess of the next test runs: SIGINT handed to a helper thread (as the kernel may do with a
+    process's Ctrl-C) while the main thread waits for a result that never comes; 0 when it became a
+    KeyboardInterrupt. A hang dumps the stacks and exits after 30 s."""
+    import faulthandler
+    import threading
+
+    from caffe_common.parallel import ordered_map
+
+    faulthandler.dump_traceback_later(30, exit=True)
+
+    def poke() -> None:
+        time.sleep(1.0)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread, not the main one
+
+    threading.Thread(target=poke, daemon=True).start()
+    try:
+        list(ordered_map(time.sleep, [120, 120], 2))
+    except KeyboardInterrupt:
+        return 0
+    return 1
+
+
+def test_ctrl_c_handed_to_another_thread_still_interrupts_the_wait_for_a_result():
+    code = "import sys; from tests.test_data_robustness import interrupt_from_another_thread as run; sys.exit(run())"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert time.monotonic() - started < 25
+
+
 class GatedTask(NumberedTask):
     """:class:`NumberedTask` whose item ``gate``, in a worker, says so in ``reached`` and then never ends
     (a run is certain to be in progress when the test interrupts it)."""
