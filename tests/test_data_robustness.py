@@ -243,6 +243,12 @@ def test_a_pool_broken_while_submitting_is_a_worker_death(monkeypatch):
     assert results == [] and caught.value.in_flight == [-1, -2, -3, -4]
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal. A test run started as a background job of a
+    non-interactive shell (`make test &`) starts with SIGINT ignored, which every child inherits."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def interrupt_from_another_thread() -> int:
     """What the subprocess of the next test runs: SIGINT handed to a helper thread (as the kernel may do with a
     process's Ctrl-C) while the main thread waits for a result that never comes; 0 when it became a
@@ -253,6 +259,7 @@ def interrupt_from_another_thread() -> int:
     from caffe_common.parallel import ordered_map
 
     faulthandler.dump_traceback_later(30, exit=True)
+    as_in_a_terminal()
 
     def poke() -> None:
         time.sleep(1.0)
@@ -292,11 +299,11 @@ class GatedTask(NumberedTask):
 
 def interrupted_run(out: str) -> int:
     """What the subprocess of the Ctrl-C test runs: a -j 2 generation behind the generators' CLI wrapper.
-    Should it ever hang (seen once in CI-like load, not reproduced), every thread's stack goes to stderr after
-    45 s, for the test to show."""
+    Should it hang, every thread's stack goes to stderr after 45 s, for the test to show."""
     import faulthandler
 
     faulthandler.dump_traceback_later(45)
+    as_in_a_terminal()
     gated = GatedTask(12, gate=6, reached=out + ".reached")
     return cli.clean_exit(lambda: run_generator(gated, out, jobs=2, chunk_images=4, progress=False) and 0)()
 
