@@ -81,8 +81,7 @@ def _death_cause(executor: Any) -> str:
 def _wait_for(future: Any) -> Any:
     """``future.result()``, waking up every :data:`WAKE_UP_S`. The kernel may deliver a Ctrl-C to any thread of
     the process (the pool's threads included); Python then runs the handler only when the main thread next runs
-    Python code, which an untimed wait for a result that never comes would never do: a hang, seen in the
-    Ctrl-C test under load."""
+    Python code, which an untimed wait for a result that never comes would never do: a hang."""
     while True:
         try:
             return future.result(timeout=WAKE_UP_S)
