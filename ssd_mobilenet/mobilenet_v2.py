@@ -131,11 +131,9 @@ def add_mobilenet_v2(n: Any, data: Any, width: float = 1.0, num_classes: int | N
                                         block.expand_ratio, act="relu6", mults=mults, depthwise_type=depthwise_type,
                                         bn=bn)
         tops[block.name] = top
-    if last_block < 18:
-        set_batch_norm(n, deploy)
-        return tops
-    top = netspec.conv_bn_act(n, "features.18", top, last_channels(width), 1, act="relu6", bn=bn, mults=mults)
-    tops["features.18"] = top
+    if last_block == 18:
+        top = netspec.conv_bn_act(n, "features.18", top, last_channels(width), 1, act="relu6", bn=bn, mults=mults)
+        tops["features.18"] = top
     if not pool:
         set_batch_norm(n, deploy)
         return tops
