@@ -107,6 +107,7 @@ def epoch_counts(index_path: Path, limit: int | None) -> dict:
     from caffe_common.images import read_image
     from ssd_mobilenet.faces.augment import AugmentConfig, augment, record_truth
     from ssd_mobilenet.faces.dataset import read_face_index
+    from ssd_mobilenet.faces.targets import IGNORE_KIND
 
     index = read_face_index(index_path)
     records = index.records[:limit] if limit else index.records
@@ -120,11 +121,12 @@ def epoch_counts(index_path: Path, limit: int | None) -> dict:
         per_source.setdefault(record.source, Counter()).update(stats)
         counts[f"images_{record.source}"] += 1
     seconds = time.perf_counter() - start
-    faces_in = sum(len(r.kinds) for r in records)
+    faces_in = sum(int(np.sum(r.kinds != IGNORE_KIND)) for r in records)
     print(f"2. one epoch of augmentation: {len(records)} images, {faces_in} indexed faces -> "
           f"{counts['faces']} faces + {counts['partial']} partial faces kept "
           f"({counts['partial'] / max(1, counts['faces'] + counts['partial']):.1%} partial); dropped: "
-          f"{counts['dropped_small']} small (< MIN_FACE_PX after the transform), {counts['dropped_cut']} cut "
+          f"{counts['dropped_small']} small (< MIN_FACE_PX after the transform; ignore regions now, "
+          f"{counts['ignored']} in all), {counts['dropped_cut']} cut "
           f"(visible < 0.25), {counts['outside']} outside the crop; landmarks dropped {counts['landmarks_dropped']}; "
           f"crops drawn to cut a face {counts['partial_crops']}; crop fallbacks {counts['crop_fallback']}; "
           f"{len(records) / seconds:.1f} images/s single-threaded")

@@ -28,8 +28,10 @@ pixels in, continuous (``x2 - x1`` is the width), output normalised to the ``S x
    nearly equal crops of one face do not get opposite labels. Landmarks are kept only when all five
    points lie inside the crop.
 4. **Resize** to ``S x S`` (interpolation drawn from linear, area, nearest, cubic); faces whose
-   ``sqrt(w * h)`` is below :data:`~.dataset.MIN_FACE_PX` output pixels are dropped (no prior can match
-   them; module doc of :mod:`.dataset`).
+   ``sqrt(w * h)`` is below :data:`~.dataset.MIN_FACE_PX` output pixels are no faces to learn (no prior can
+   match them; module doc of :mod:`.dataset`) but stay as ignore regions
+   (:data:`~.targets.IGNORE_KIND`, as are the index's too-small and invalid WIDER faces): the priors on
+   them are left out of the confidence loss instead of being mined as background (:mod:`.targets`).
 5. **Mirror** (prob 0.5): ``x -> S - x``, and the points swap sides (left eye <-> right eye, left mouth
    corner <-> right mouth corner, :data:`~caffe_common.face_annotations.FIVE_POINT_MIRROR`), so "left"
    keeps meaning the image's left.
@@ -62,7 +64,7 @@ from caffe_common.face_annotations import FIVE_POINT_MIRROR
 
 from .dataset import MIN_CROP_SCALE, MIN_FACE_PX, FaceRecord
 from .preprocess import INPUT_SIZE, MEAN_BGR_PIXEL
-from .targets import KINDS, NUM_LANDMARKS, FaceTruth
+from .targets import IGNORE_KIND, KINDS, NUM_LANDMARKS, FaceTruth
 
 #: OpenCV interpolation flags a training resize draws from (linear is the test transform's).
 INTERPOLATIONS = ("INTER_LINEAR", "INTER_AREA", "INTER_NEAREST", "INTER_CUBIC")
@@ -185,12 +187,14 @@ def _sample_truth(truth: FaceTruth, window: np.ndarray, affine: np.ndarray, conf
     kinds = face_kinds(truth, visible, config)
     boxes = np.clip(_map_points(clipped, affine), 0, config.size)   # (rounding: the window maps onto [0, S])
     side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
-    small = (kinds > 0) & (side < config.min_face_px)
+    small = (kinds > 0) & (kinds != IGNORE_KIND) & (side < config.min_face_px)
     stats["outside"] += int(np.sum(visible <= 0))
     stats["dropped_cut"] += int(np.sum((visible > 0) & (kinds == 0)))
     stats["dropped_small"] += int(small.sum())
-    keep = (kinds > 0) & ~small
-    has = truth.has_landmarks & points_inside(truth.landmarks, window)
+    kinds = np.where(small, IGNORE_KIND, kinds)
+    stats["ignored"] += int(np.sum(kinds == IGNORE_KIND))
+    keep = (kinds > 0) & (side > 0)
+    has = truth.has_landmarks & points_inside(truth.landmarks, window) & (kinds != IGNORE_KIND)
     stats["landmarks_dropped"] += int(np.sum(keep & truth.has_landmarks & ~has))
     stats["faces"] += int(np.sum(keep & (kinds == KINDS["face"])))
     stats["partial"] += int(np.sum(keep & (kinds == KINDS["partial"])))
@@ -238,7 +242,8 @@ def distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def augment(image: np.ndarray, truth: FaceTruth, rng: np.random.Generator,
             config: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, FaceTruth, Counter]:
     """One training sample of a BGR uint8 image and its faces (pixels): the ``S x S`` BGR uint8 sample,
-    its faces normalised to it, and counts of what happened (``faces``, ``partial``, ``dropped_small``,
+    its faces normalised to it, and counts of what happened (``faces``, ``partial``, ``dropped_small`` (now
+    ignore regions), ``ignored`` (all ignore regions),
     ``dropped_cut``, ``outside``, ``landmarks_dropped``, ``expanded``, ``partial_crops``, ``crop_fallback``,
     ``mirrored``)."""
     import cv2
@@ -270,7 +275,7 @@ def augment(image: np.ndarray, truth: FaceTruth, rng: np.random.Generator,
 def resize_truth(truth: FaceTruth, width: int, height: int, config: AugmentConfig = AugmentConfig()
                  ) -> tuple[FaceTruth, Counter]:
     """The faces of a ``width x height`` image after the test transform (the whole image resized to
-    ``S x S``), normalised; faces below the matchable size dropped as in training."""
+    ``S x S``), normalised; faces below the matchable size become ignore regions as in training."""
     stats: Counter = Counter()
     window = np.array([0, 0, width, height])
     affine = np.array([config.size / width, 0.0, config.size / height, 0.0])

@@ -15,12 +15,13 @@ then one object per image::
 ``path`` is relative to ``roots[source]`` (an absolute ``path`` is used as it is), so an index is moved
 to other machines by editing its header (or with ``read_face_index(..., roots=...)``). Boxes are pixels,
 continuous coordinates (width ``x2 - x1``) clipped to the image; ``kind`` is 1 (face; the augmentation
-makes the partial faces, kind 2, per sample); ``landmarks`` are ``x1, y1, ..., x5, y5`` pixels in the
+makes the partial faces, kind 2, per sample) or 3 (an ignore region, :data:`~.targets.IGNORE_KIND`: a WIDER
+face flagged invalid or below the size floor, which the training neither learns as a face nor as background); ``landmarks`` are ``x1, y1, ..., x5, y5`` pixels in the
 annotation point order (left eye, right eye, nose, left mouth corner, right mouth corner; "left" is the
 image's left, as in :data:`caffe_common.face_annotations.FIVE_POINT_NAMES`) or ``null``.
 
-Sources: WIDER FACE (official ``*_bbx_gt.txt``; faces flagged ``invalid`` are left out, boxes clipped to
-the image, landmarks ``null``) and a 5-point list (``path l r t b x1 y1 .. x5 y5``, one face per line,
+Sources: WIDER FACE (official ``*_bbx_gt.txt``; faces flagged ``invalid`` become ignore regions, boxes
+clipped to the image, landmarks ``null``) and a 5-point list (``path l r t b x1 y1 .. x5 y5``, one face per line,
 landmarks kept when all five lie in the image). Lines or images that cannot be used are skipped and
 reported as ``file:line: reason`` in the summary (``problems``); images left without any face are not
 indexed (counted). One WIDER event (default ``Interview``, the event the MTCNN evaluation holds out) is
@@ -46,7 +47,8 @@ most zoomed-in sample is a square crop of :data:`MIN_CROP_SCALE` (0.3) of the im
 to 320, so the index keeps faces with ``sqrt(w * h) >= MIN_FACE * short side``,
 ``MIN_FACE = 10 * 0.3 / 320 = 0.0094`` (7.2 px on a 1024 x 768 WIDER image; ``train-faces --size S`` uses
 :func:`min_face_fraction` of S, ``10 * 0.3 / S``): a face below it is under
-10 px in every sample, one above it reaches 10 px in the deepest crops. On the subset this leaves out
+10 px in every sample, one above it reaches 10 px in the deepest crops (it stays in the index as an ignore
+region: the priors on it are not mined as background). On the subset this leaves out
 91 of the 4,866 faces of the training events (1.9 %) and 38 of the 1,724 held-out ones. In the detector's view (the whole image resized
 to 320 x 320) the smallest matchable face is ``10 / 320 = 3.1 %`` of the long side (for a square image;
 ``sqrt(w * h) * 320 / sqrt(W * H) >= 10`` in general); 34 % of the subset's valid faces are smaller
@@ -78,7 +80,7 @@ from caffe_common.images import ImageReadError, read_image
 from caffe_common.textio import ProblemLog, read_text_lines
 
 from .preprocess import INPUT_SIZE
-from .targets import KINDS, NUM_LANDMARKS
+from .targets import IGNORE_KIND, KINDS, NUM_LANDMARKS
 
 INDEX_VERSION = 1
 #: The smallest face (``sqrt(w * h)``, net-input pixels) a 16-px prior can match at IoU >= 0.35 (module doc).
@@ -160,8 +162,9 @@ def _record(entry: Any, roots: dict[str, str]) -> FaceRecord:
         box = np.asarray(face.get("box"), dtype=np.float64)
         if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"face {k}: box must be 4 finite numbers x1 < x2, y1 < y2, got {face.get('box')!r}")
-        if face.get("kind") not in (KINDS["face"], KINDS["partial"]):
-            raise ValueError(f"face {k}: kind must be 1 (face) or 2 (partial), got {face.get('kind')!r}")
+        if face.get("kind") not in (KINDS["face"], KINDS["partial"], IGNORE_KIND):
+            raise ValueError(f"face {k}: kind must be 1 (face), 2 (partial) or 3 (ignore region), "
+                             f"got {face.get('kind')!r}")
         boxes[k], kinds[k] = box, face["kind"]
         if face.get("landmarks") is not None:
             points = np.asarray(face["landmarks"], dtype=np.float64)
@@ -208,7 +211,7 @@ def write_face_index(path: str | Path, header: dict[str, Any], lines: Sequence[s
 #: The summary's counts per source (``lines_skipped``: annotation lines that do not parse).
 COUNT_KEYS = ("lines_skipped", "images_read", "images_unreadable", "images_without_faces", "images", "faces_read",
               "faces_invalid", "faces_no_area", "faces_clipped", "faces_small", "faces", "faces_with_landmarks",
-              "landmarks_outside_image")
+              "landmarks_outside_image", "ignore_regions")
 
 
 @dataclass
@@ -254,7 +257,7 @@ def _name_lines(path: Path, names: set[str]) -> dict[str, int]:
 
 def _wider_lines(items: list[WiderImage], anno: Path, images: Path, min_face: float,
                  problems: ProblemLog, counts: _Counts) -> list[str]:
-    """Index lines of WIDER images (invalid faces out, boxes clipped, small faces out)."""
+    """Index lines of WIDER images (boxes clipped; invalid and small faces as ignore regions)."""
     lines_of = _name_lines(anno, {item.name for item in items})
     out = []
     for item in items:
@@ -284,7 +287,11 @@ def _wider_lines(items: list[WiderImage], anno: Path, images: Path, min_face: fl
             continue
         counts.add("images")
         counts.add("faces", int(keep.sum()))
-        out.append(_image_line("wider", item.name, width, height, [_face_entry(b, None) for b in clipped[keep]]))
+        ignored = has_area & ~keep     # invalid or too small: still faces, so ignore regions, not background
+        counts.add("ignore_regions", int(ignored.sum()))
+        entries = [_face_entry(b, None) for b in clipped[keep]]
+        entries += [_face_entry(b, None, IGNORE_KIND) for b in clipped[ignored]]
+        out.append(_image_line("wider", item.name, width, height, entries))
     return out
 
 

@@ -16,8 +16,11 @@ a prior follow the same order).
   ``DetectionOutput`` decodes them (a test checks it).
 * Landmarks (:func:`encode_landmarks`): each point relative to the prior centre and size with variance
   0.1: ``((lx - pcx) / (pw * 0.1), (ly - pcy) / (ph * 0.1))``.
-* Per prior targets (:data:`TARGET_NAMES`): ``cls_label`` 0 background or the matched box's kind (1 face,
-  2 partial face); ``box_target`` and ``box_label`` (1 when matched); ``lmk_target`` and ``lmk_label``
+* Faces too small to learn from (:data:`IGNORE_KIND`, see :mod:`.augment`) are matched to no prior; a prior
+  left unmatched that overlaps one at IoU >= :data:`IGNORE_OVERLAP` gets ``cls_label`` -1, so it is neither a
+  positive nor a (mined) negative: a face the net cannot resolve is not taught as background.
+* Per prior targets (:data:`TARGET_NAMES`): ``cls_label`` 0 background, -1 ignored, or the matched box's kind
+  (1 face, 2 partial face); ``box_target`` and ``box_label`` (1 when matched); ``lmk_target`` and ``lmk_label``
   (1 when matched to a box with landmarks). Unmatched rows hold zero targets; their losses are masked.
 
 Ground truth travels through the net as one blob (:data:`GT_COLUMNS`, made by :func:`pack_ground_truth`,
@@ -41,10 +44,16 @@ OVERLAP_THRESHOLD = 0.5
 #: Class per prior: background, face, partial face (a box holding only part of a face).
 KINDS = {"background": 0, "face": 1, "partial": 2}
 NUM_CLASSES = len(KINDS)
+#: The ground-truth kind of a face that is only an "ignore" region (too small, or WIDER's invalid): not a class.
+IGNORE_KIND = 3
+#: A prior unmatched to a face but overlapping an ignore region at least this much (IoU) is left out of the
+#: confidence loss. A 16 px prior around a face of 5 px (about the least that still shows a face) has IoU 0.1.
+IGNORE_OVERLAP = 0.1
 NUM_LANDMARKS = 5
 #: Ground-truth blob, shape ``(1, 1, rows, len(GT_COLUMNS))`` like Caffe's AnnotatedData label (which has
 #: 8 columns without landmarks): one row per box, ``item`` the image's index in the batch, ``kind``
-#: 1 face / 2 partial face, the box, ``has_landmarks`` 0 / 1 and the landmarks (ignored when 0).
+#: 1 face / 2 partial face / 3 ignore region (:data:`IGNORE_KIND`), the box, ``has_landmarks`` 0 / 1 and the
+#: landmarks (ignored when 0).
 #: A batch without any box holds one row of -1 (``item`` -1 marks padding), as AnnotatedData does.
 GT_COLUMNS = ("item", "kind", "x1", "y1", "x2", "y2", "has_landmarks",
               *(f"{axis}{k}" for k in range(1, NUM_LANDMARKS + 1) for axis in ("lx", "ly")))
@@ -56,8 +65,8 @@ TARGET_NAMES = ("cls_label", "box_target", "box_label", "lmk_target", "lmk_label
 
 @dataclass(frozen=True)
 class FaceTruth:
-    """The ground truth of one image: ``boxes (G, 4)``, ``kinds (G,)`` (1 or 2), ``landmarks (G, 10)``
-    and ``has_landmarks (G,)`` (bool), normalised coordinates."""
+    """The ground truth of one image: ``boxes (G, 4)``, ``kinds (G,)`` (1, 2 or 3 = :data:`IGNORE_KIND`),
+    ``landmarks (G, 10)`` and ``has_landmarks (G,)`` (bool), normalised coordinates."""
 
     boxes: np.ndarray
     kinds: np.ndarray
@@ -88,7 +97,8 @@ def unpack_ground_truth(blob: np.ndarray, num_images: int) -> list[FaceTruth]:
     table = blob[0, 0, rows]
     item = table[:, 0]
     checks = [((item != np.round(item)) | (item < 0) | (item >= num_images), "item is not an image of the batch"),
-              (~np.isin(table[:, 1], (KINDS["face"], KINDS["partial"])), "kind is not 1 (face) or 2 (partial)"),
+              (~np.isin(table[:, 1], (KINDS["face"], KINDS["partial"], IGNORE_KIND)),
+               "kind is not 1 (face), 2 (partial) or 3 (ignore)"),
               (~np.isin(table[:, 6], (0, 1)), "has_landmarks is not 0 or 1"),
               (~np.isfinite(table).all(axis=1), "a value is not finite"),
               (~((table[:, 4] > table[:, 2]) & (table[:, 5] > table[:, 3])), "box has no area (x2 <= x1 or y2 <= y1)")]
@@ -199,18 +209,24 @@ def decode_landmarks(priors: np.ndarray, offsets: np.ndarray, variance: float = 
 def prior_targets(priors: np.ndarray, truth: FaceTruth, variances=PRIOR_VARIANCE,
                   overlap: float = OVERLAP_THRESHOLD) -> dict[str, np.ndarray]:
     """One image's per-prior targets (:data:`TARGET_NAMES`, float32, ``P`` rows each)."""
-    matched = match_priors(priors, truth.boxes, overlap)
+    real = truth.kinds != IGNORE_KIND
+    boxes, kinds = truth.boxes[real], truth.kinds[real]
+    landmarks, has_landmarks = truth.landmarks[real], truth.has_landmarks[real]
+    matched = match_priors(priors, boxes, overlap)
     hit = matched >= 0
     gt = matched[hit]
     variances = np.broadcast_to(np.asarray(variances, dtype=np.float64), (len(priors), 4))
     out = {"cls_label": np.zeros(len(priors)), "box_target": np.zeros((len(priors), 4)),
            "lmk_target": np.zeros((len(priors), 2 * NUM_LANDMARKS))}
-    out["cls_label"][hit] = truth.kinds[gt]
-    out["box_target"][hit] = encode_boxes(priors[hit], truth.boxes[gt], variances[hit])
+    out["cls_label"][hit] = kinds[gt]
+    if not real.all():
+        near_ignored = iou_matrix(priors, truth.boxes[~real]).max(axis=1) >= IGNORE_OVERLAP
+        out["cls_label"][~hit & near_ignored] = -1
+    out["box_target"][hit] = encode_boxes(priors[hit], boxes[gt], variances[hit])
     out["box_label"] = hit.astype(np.float64)
     with_marks = np.zeros(len(priors), bool)
-    with_marks[hit] = truth.has_landmarks[gt]
-    out["lmk_target"][with_marks] = encode_landmarks(priors[with_marks], truth.landmarks[matched[with_marks]])
+    with_marks[hit] = has_landmarks[gt]
+    out["lmk_target"][with_marks] = encode_landmarks(priors[with_marks], landmarks[matched[with_marks]])
     out["lmk_label"] = with_marks.astype(np.float64)
     return {name: out[name].astype(np.float32) for name in TARGET_NAMES}
 
