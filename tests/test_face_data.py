@@ -39,10 +39,12 @@ from ssd_mobilenet.faces.dataset import (
     MIN_FACE,
     TRAIN_INDEX,
     build_face_index,
+    index_report,
     read_face_index,
 )
 from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, to_blob
 from ssd_mobilenet.faces.targets import (
+    IGNORE_KIND,
     KINDS,
     FaceTruth,
     pack_ground_truth,
@@ -226,17 +228,25 @@ def test_landmarks_are_dropped_when_a_point_leaves_the_crop():
     assert points_inside(np.concatenate([inside, outside]), window).tolist() == [True, False]
 
 
-def test_small_faces_are_dropped_after_the_transform():
+def test_small_faces_become_ignore_regions_after_the_transform():
     image = np.full((1000, 1000, 3), 128, np.uint8)
     boxes = np.array([[100, 100, 140, 140], [500, 500, 520, 520]], float)  # 12.8 and 6.4 px at 320
-    truth = FaceTruth(boxes, np.ones(2, np.int64), np.zeros((2, 10)), np.zeros(2, bool))
+    marks = np.tile(POINTS.ravel() / 400 * 20 + 500, (2, 1))
+    truth = FaceTruth(boxes, np.ones(2, np.int64), marks, np.array([False, True]))
     faces, stats = resize_truth(truth, 1000, 1000)
-    np.testing.assert_allclose(faces.boxes, boxes[:1] / 1000)
-    assert stats["dropped_small"] == 1
+    np.testing.assert_allclose(faces.boxes, boxes / 1000)
+    assert faces.kinds.tolist() == [KINDS["face"], IGNORE_KIND]
+    assert not faces.has_landmarks.any() and np.all(faces.landmarks == 0)   # an ignore region has no points
+    assert stats["dropped_small"] == 1 and stats["ignored"] == 1 and stats["faces"] == 1
     for seed in range(20):
         _, faces, _ = augment(image, truth, np.random.default_rng(seed), NO_DISTORT)
         side = np.sqrt((faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])) * S
-        assert np.all(side >= 10 - 1e-9)
+        assert np.all((side >= 10 - 1e-9) | (faces.kinds == IGNORE_KIND))
+        assert np.all((side < 10) | (faces.kinds != IGNORE_KIND))
+    # an ignore region of the index stays one, however large a crop makes it
+    big = FaceTruth(boxes[:1] * 4, np.array([IGNORE_KIND]), np.zeros((1, 10)), np.zeros(1, bool))
+    faces, _ = resize_truth(big, 1000, 1000)
+    assert faces.kinds.tolist() == [IGNORE_KIND]
 
 
 def test_augmentation_is_a_function_of_the_generator_seed():
@@ -315,21 +325,24 @@ def sources(shared_dir, tmp_path_factory):
             "summary": summary, "index": root / "index" / TRAIN_INDEX}
 
 
-def _expected_wider_faces(item, images: Path) -> np.ndarray:
-    """The oracle of the WIDER part: valid faces, clipped, sqrt(w h) >= MIN_FACE * short side."""
+def _expected_wider_faces(item, images: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle of the WIDER part: ``(faces, ignore regions)``, clipped; faces are the valid ones with
+    sqrt(w h) >= MIN_FACE * short side, ignore regions every other face that keeps an area."""
     with open(images / item.name, "rb") as f:
         width, height = header_size(f.read(1 << 16))
     boxes = np.column_stack([item.boxes[:, :2], item.boxes[:, :2] + item.boxes[:, 2:4]])
     boxes = np.clip(boxes, 0, [width, height, width, height])
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return boxes[item.valid & (area > 0) & (np.sqrt(area) >= MIN_FACE * min(width, height))]
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    has_area = (w > 0) & (h > 0)
+    face = item.valid & has_area & (np.sqrt(w * h) >= MIN_FACE * min(width, height))
+    return boxes[face], boxes[has_area & ~face]
 
 
 def test_index_counts_and_skip_reasons(sources):
     summary, anno, lm_list = sources["summary"], sources["anno"], sources["lm_list"]
     wider = summary["counts"]["wider"]
     expected = {item.name: _expected_wider_faces(item, sources["images"]) for item in sources["train"]}
-    kept_train = sum(len(b) for b in expected.values())
+    kept_train = sum(len(faces) for faces, _ in expected.values())
     assert wider["images_read"] == 22 and wider["images_unreadable"] == 1
     assert wider["faces"] == kept_train + 2                 # the spare image: the normal and the clipped face
     assert wider["faces_invalid"] == sum(int((~i.valid).sum()) for i in sources["train"]) + 1
@@ -352,12 +365,23 @@ def test_index_counts_and_skip_reasons(sources):
     index = read_face_index(sources["index"])
     by_path = {r.path: r for r in index.records}
     assert len(index) == 20 + 1 + 10
-    for name, boxes in expected.items():
-        np.testing.assert_allclose(by_path[sources["images"] / name].boxes, boxes)
-        assert not by_path[sources["images"] / name].has_landmarks.any()
+    ignored = 0
+    for name, (faces, ignore) in expected.items():
+        record = by_path[sources["images"] / name]
+        np.testing.assert_allclose(record.boxes[record.kinds == KINDS["face"]], faces)
+        np.testing.assert_allclose(record.boxes[record.kinds == IGNORE_KIND].reshape(-1, 4), ignore.reshape(-1, 4))
+        assert set(record.kinds.tolist()) <= {KINDS["face"], IGNORE_KIND}
+        assert not record.has_landmarks.any()
+        ignored += len(ignore)
     spare = by_path[sources["images"] / sources["spare"].name]
     width = sources["size"][0]
-    np.testing.assert_allclose(spare.boxes, [[100, 100, 180, 190], [width - 20, 50, width, 110]])
+    # the invalid and the too-small face stay as ignore regions, after the faces
+    np.testing.assert_allclose(spare.boxes, [[100, 100, 180, 190], [width - 20, 50, width, 110],
+                                             [300, 100, 380, 190], [10, 10, 12, 12]])
+    assert spare.kinds.tolist() == [1, 1, IGNORE_KIND, IGNORE_KIND]
+    assert wider["ignore_regions"] == ignored + 2
+    report = index_report(summary)
+    assert f"{wider['ignore_regions']} small or invalid faces of indexed images kept as ignore regions" in report[2]
     first = sources["lm_lines"][0].split()
     record = by_path[sources["landmarks"] / first[0]]
     values = np.array(first[1:], float)

@@ -337,8 +337,8 @@ layer {{ name: "loss_lmk" type: "Python" bottom: "lmk" bottom: "lmk_target" bott
 """
 
 
-def test_target_layer_in_a_net_equals_the_numpy_targets_and_blocks_landmarks(caffe, tmp_path):
-    truths = face_truths()
+def target_net(caffe, tmp_path, truths: list[T.FaceTruth]):
+    """The target layer and the three losses in one net, ground truth ``truths``, random head outputs."""
     gt = T.pack_ground_truth(truths)
     n = len(truths)
     tops = 'top: "gt" top: "conf" top: "loc" top: "lmk"'
@@ -349,9 +349,17 @@ def test_target_layer_in_a_net_equals_the_numpy_targets_and_blocks_landmarks(caf
     net.blobs["gt"].data[...] = gt
     for blob in ("conf", "loc", "lmk"):
         net.blobs[blob].data[...] = rng.normal(size=net.blobs[blob].data.shape)
+    return net
+
+
+def test_target_layer_in_a_net_equals_the_numpy_targets_and_blocks_landmarks(caffe, tmp_path):
+    truths = face_truths()
+    n = len(truths)
+    net = target_net(caffe, tmp_path, truths)
     net.forward()
     net.backward()
     priors, variances = T.priors_from_blob(net.blobs["priors"].data)
+    gt = T.pack_ground_truth(truths)
     expected = T.batch_targets(priors, T.unpack_ground_truth(gt, n), variances)   # the float32 values the net saw
     for name in T.TARGET_NAMES:
         assert net.blobs[name].data.shape[0] == n * NUM_PRIORS
@@ -363,6 +371,49 @@ def test_target_layer_in_a_net_equals_the_numpy_targets_and_blocks_landmarks(caf
     np.testing.assert_array_equal(has["loc"], box == 1)
     np.testing.assert_array_equal(has["lmk"], lmk == 1)       # blocked: no landmark gradient elsewhere
     assert has["conf"].sum() == (cls > 0).sum() * 4 and np.all(has["conf"][cls > 0])
+
+
+def with_ignore_region(truth: T.FaceTruth, box) -> T.FaceTruth:
+    return T.FaceTruth(np.vstack([truth.boxes, [box]]), np.append(truth.kinds, T.IGNORE_KIND),
+                       np.vstack([truth.landmarks, np.zeros((1, 10))]), np.append(truth.has_landmarks, False))
+
+
+def test_ignore_regions_match_no_prior_and_only_take_unmatched_priors_out_of_the_loss():
+    rng = np.random.default_rng(11)
+    priors = random_boxes(rng, 400, 0.05, 0.3)
+    truth = face_truths()[0]
+    ignore_box = [0.05, 0.6, 0.12, 0.67]                         # far from the faces
+    plain, ignored = T.prior_targets(priors, truth), T.prior_targets(priors, with_ignore_region(truth, ignore_box))
+    near = iou_matrix(priors, np.array([ignore_box]))[:, 0] >= T.IGNORE_OVERLAP
+    assert (near & (plain["cls_label"] == 0)).sum() >= 2
+    matched = plain["cls_label"] > 0
+    np.testing.assert_array_equal(ignored["cls_label"], np.where(near & ~matched, -1, plain["cls_label"]))
+    for name in T.TARGET_NAMES[1:]:                             # boxes and landmarks: as without the region
+        np.testing.assert_array_equal(ignored[name], plain[name])
+    # a prior matched to a face keeps its label even where an ignore region overlaps it
+    on_face = T.prior_targets(priors, with_ignore_region(truth, truth.boxes[0] + [0.02, 0.02, 0.0, 0.0]))
+    assert np.all(on_face["cls_label"][matched] == plain["cls_label"][matched])
+    assert (on_face["cls_label"] == -1).any()
+    # an image holding only ignore regions has no positive and no box target
+    alone = T.prior_targets(priors, T.FaceTruth(np.array([ignore_box]), np.array([T.IGNORE_KIND]),
+                                                np.zeros((1, 10)), np.zeros(1, bool)))
+    assert set(np.unique(alone["cls_label"])) == {-1, 0} and not alone["box_label"].any()
+
+
+def test_ignored_priors_are_never_mined_as_negatives_in_caffe(caffe, tmp_path):
+    truths = face_truths()
+    truths[0] = with_ignore_region(truths[0], [0.02, 0.55, 0.14, 0.67])
+    net = target_net(caffe, tmp_path, truths)
+    net.forward()
+    cls = net.blobs["cls_label"].data.copy()
+    assert (cls == -1).sum() >= 2
+    conf = net.blobs["conf"].data.reshape(-1, 3)
+    conf[cls == -1] = [-20.0, 20.0, 0.0]   # the most face-like rows: the hardest negatives, were they negatives
+    net.forward()
+    net.backward()
+    touched = np.abs(net.blobs["conf"].diff.reshape(-1, 3)).sum(1) > 0
+    assert not touched[cls == -1].any()
+    assert touched.sum() == (cls > 0).sum() * 4            # positives and three times as many negatives
 
 
 def test_target_layer_refuses_a_bad_ground_truth_row(caffe, tmp_path):

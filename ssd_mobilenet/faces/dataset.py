@@ -423,7 +423,12 @@ def index_report(summary: dict[str, Any], summary_path: str | Path | None = None
     left_out = {key: sum(c.get(key, 0) for c in counts.values())
                 for key in ("faces_small", "faces_invalid", "faces_no_area", "images_unreadable", "lines_skipped")}
     if any(left_out.values()):
-        lines.append("left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items() if v))
+        lines.append("not trained as faces: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                          for k, v in left_out.items() if v))
+    ignored = sum(c.get("ignore_regions", 0) for c in counts.values())
+    if ignored:
+        lines.append(f"{ignored} small or invalid faces of indexed images kept as ignore regions (neither face nor "
+                     "background)")
     problems = summary["problems"]
     if problems:
         where = f" (all in {summary_path})" if summary_path else ""
