@@ -11,7 +11,7 @@
 # a summary line per size goes to stdout. Environment: HELD_OUT_GT (default: the ground truth that
 # train-faces wrote, MODEL_DIR/data/held_out_gt.txt, else ../shared's Interview split is needed),
 # WIDER (the wider_train_subset root), LANDMARKS (the landmarks_5pt root), EVENT (13--Interview),
-# BACKEND (caffe). Run with one BLAS thread per process for comparable times:
+# BACKEND (caffe), FIT (pad or squash; default: the model's). Run with one BLAS thread per process for comparable times:
 #   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 bench/face_accuracy.sh output/face_run output/face_acc 320 480
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +24,8 @@ WIDER=${WIDER:-../shared/data/wider_train_subset}
 LANDMARKS=${LANDMARKS:-../shared/data/landmarks_5pt}
 EVENT=${EVENT:-13--Interview}
 BACKEND=${BACKEND:-caffe}
+FIT_OPTION=()
+[ -z "${FIT:-}" ] || FIT_OPTION=(--fit "$FIT")
 GT=${HELD_OUT_GT:-$MODEL/data/held_out_gt.txt}
 [ -f "$GT" ] || { echo "error: no held-out ground truth at $GT (set HELD_OUT_GT)" >&2; exit 2; }
 mkdir -p "$OUT"
@@ -35,7 +37,7 @@ for SIZE in "${SIZES[@]}"; do
     O=$OUT/$SIZE
     rm -rf "$O" && mkdir -p "$O"
     t0=$(date +%s.%N)
-    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" --conf 0.05 \
+    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
         --wider-out "$O/pred_all" --no-progress "$WIDER/WIDER_train/images/$EVENT"
     t1=$(date +%s.%N)
     # The same detections cut at the model's default threshold (0.5): WIDER files keep their two header lines.
@@ -52,7 +54,7 @@ for path in src.rglob("*.txt"):
 PY
     .venv/bin/mtcnn-caffe eval wider --pred "$O/pred_all" --gt "$GT" --out "$O/wider_all" > "$O/wider_all.txt"
     .venv/bin/mtcnn-caffe eval wider --pred "$O/pred_05" --gt "$GT" --out "$O/wider_05" > "$O/wider_05.txt"
-    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" --conf 0.05 \
+    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
         --json "$O/landmarks.jsonl" --no-progress "@$LMK_LIST"
     .venv/bin/mtcnn-caffe eval landmarks --pred "$O/landmarks.jsonl" --gt "$LANDMARKS/testImageList.txt" \
         --images "$LANDMARKS" --out "$O/landmarks" > "$O/landmarks.txt"

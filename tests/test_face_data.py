@@ -42,7 +42,7 @@ from ssd_mobilenet.faces.dataset import (
     index_report,
     read_face_index,
 )
-from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, to_blob
+from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, fit_to_square, square_frame, to_blob
 from ssd_mobilenet.faces.targets import (
     IGNORE_KIND,
     KINDS,
@@ -456,19 +456,22 @@ def test_data_layer_tops_reproducible_and_resumable(caffe, sources, tmp_path):
     assert not np.array_equal(other[0], batches[0][0])
 
 
-def test_data_layer_test_phase_is_the_plain_resize_in_file_order(caffe, sources, tmp_path):
+def test_data_layer_test_phase_is_the_detectors_padded_square_in_file_order(caffe, sources, tmp_path):
     from caffe_common.images import read_image
 
     net = _data_net(caffe, tmp_path, sources["index"], caffe.TEST, batch_size=3, size=160)
     assert net.layers[0].val_batches() == 11 and net.layers[0].val_count == 31   # batches of 3
     data, gt = _batches(net, 1)[0]
     records = read_face_index(sources["index"]).records[:3]
-    np.testing.assert_array_equal(data, to_blob([read_image(r.path) for r in records], 160))
+    np.testing.assert_array_equal(data, to_blob([fit_to_square(read_image(r.path), 160)[0] for r in records], 160))
     truths = unpack_ground_truth(gt, 3)
     for record, truth in zip(records, truths):
-        scale = np.array([record.width, record.height] * 2, float)
-        big = np.sqrt(np.prod(np.diff(record.boxes.reshape(-1, 2, 2), axis=1)[:, 0] * 160 / scale[:2], axis=1)) >= 10
-        np.testing.assert_allclose(truth.boxes, record.boxes[big] / scale, rtol=1e-6)
+        frame_w, frame_h = square_frame(record.width, record.height, 160)[2:]
+        scale = np.array([frame_w, frame_h] * 2)
+        sides = (record.boxes[:, 2:] - record.boxes[:, :2]) * 160 / scale[:2]
+        face = (record.kinds == KINDS["face"]) & (np.sqrt(sides.prod(axis=1)) >= 10)
+        np.testing.assert_allclose(truth.boxes[truth.kinds == KINDS["face"]], record.boxes[face] / scale, rtol=1e-6)
+        assert (truth.kinds == IGNORE_KIND).sum() == (~face).sum()
 
 
 def test_data_layer_rejects_bad_params(caffe, sources, tmp_path):

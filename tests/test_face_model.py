@@ -386,6 +386,55 @@ def test_caffe_and_opencv_agree_on_a_random_weights_model(model_dir):
     assert bigger["priors"].shape[2] == 4 * fm.prior_count(SIZE + 64)
 
 
+def test_padded_square_keeps_the_aspect_and_maps_points_back():
+    from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, fit_to_square
+
+    image = np.zeros((100, 250, 3), np.uint8)
+    image[40:60, 100:150] = 255                        # a white block, x 100-150, y 40-60
+    square, (frame_w, frame_h) = fit_to_square(image, 100)
+    assert square.shape == (100, 100, 3) and (frame_w, frame_h) == (250, 250)
+    assert np.all(square[41:100] == MEAN_BGR_PIXEL)     # below the image (40 rows): the mean colour
+    white = np.argwhere(square[:40].min(axis=2) > 200)
+    # the block's pixels land at (image pixel) * 100 / 250 in the square
+    assert white[:, 0].min() == 16 and white[:, 0].max() == 23 and white[:, 1].min() == 40 and white[:, 1].max() == 59
+    portrait, frame = fit_to_square(np.zeros((90, 30, 3), np.uint8), 64)
+    assert frame == (64 * 30 / 21, 90) and np.all(portrait[:, 21:] == MEAN_BGR_PIXEL)
+
+
+def test_detector_pads_to_a_square_by_default_and_squashes_old_folders(model_dir, tmp_path):
+    from ssd_mobilenet.faces.detect import FaceDetector
+    from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL
+
+    description = json.loads((model_dir / fm.MODEL_JSON).read_text())
+    assert description["preprocessing"]["fit"] == "pad"
+    # long side = the input side: no resampling, so padding by hand gives the same input and the same faces
+    height = SIZE * 3 // 5
+    image = np.random.default_rng(4).integers(0, 256, (height, SIZE, 3), dtype=np.uint8)
+    canvas = np.empty((SIZE, SIZE, 3), np.uint8)
+    canvas[:] = MEAN_BGR_PIXEL
+    canvas[:height] = image
+    padded = FaceDetector(model_dir, conf=0.05)
+    assert padded.fit == "pad"
+    mine, by_hand = padded.detect(image), FaceDetector(model_dir, conf=0.05, fit="squash").detect(canvas)
+    assert len(mine) > 0 and len(mine) == len(by_hand)
+    for a, b in zip(mine, by_hand):
+        np.testing.assert_allclose(a.box, b.box, atol=1e-6)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-6)
+        assert a.score == b.score
+    squashed = FaceDetector(model_dir, conf=0.05, fit="squash").detect(image)
+    assert [f.box for f in squashed] != [f.box for f in mine]
+    # a folder written before "fit" existed is read as it was made: squashed
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (fm.DEPLOY_NET, fm.WEIGHTS):
+        (old / name).write_bytes((model_dir / name).read_bytes())
+    del description["preprocessing"]["fit"]
+    (old / fm.MODEL_JSON).write_text(json.dumps(description))
+    assert FaceDetector(old).fit == "squash"
+    with pytest.raises(ValueError, match="fit must be one of"):
+        FaceDetector(model_dir, fit="crop")
+
+
 def test_unusable_model_folders_are_named(tmp_path, model_dir):
     from ssd_mobilenet.faces.detect import FaceDetector, FaceModelFilesError
 

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conf", type=number(0, 1), metavar="C",
                    help="lowest face score (1 - background probability) kept (default: the model's, 0.5)")
     p.add_argument("--nms", type=number(0, 1), metavar="IOU", help="NMS overlap threshold (default: the model's, 0.4)")
+    p.add_argument("--fit", choices=("pad", "squash"),
+                   help="how an image becomes the square input: pad (aspect kept, long side to S, the rest mean "
+                   "colour) or squash (resized to S x S) (default: the model's; pad for models trained now)")
     p.add_argument("--backend", choices=("caffe", "opencv"), default="caffe",
                    help="inference engine over the same files and input blob (default: caffe)")
     add_face_output_options(p, "{image, width, height, faces: [{box, score, landmarks, partial}]}",
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from ..faces.detect import FaceDetector
 
     try:
-        detector = FaceDetector(args.model_dir, backend=args.backend, conf=args.conf, nms=args.nms, size=args.size)
+        detector = FaceDetector(args.model_dir, backend=args.backend, conf=args.conf, nms=args.nms, size=args.size,
+                                fit=args.fit)
     except (CaffeModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -50,8 +50,8 @@ A quarter keeps whole faces, the detector's main job, at four in five positive l
 partial class sees about a thousand examples per epoch. (MTCNN's recipe, pos:part 1:1, weights parts
 more, but its part samples are crops of their own that take no whole face out of a photo.)
 
-:func:`resize_truth` is the test transform (the whole image resized to ``S x S``; the pixels are resized
-by :func:`~.preprocess.to_blob`), with the same small-face rule.
+:func:`resize_truth` maps the faces through the test transform (:func:`~.preprocess.fit_to_square`, or a
+squash), with the same small-face rule.
 """
 from __future__ import annotations
 
@@ -272,10 +272,12 @@ def augment(image: np.ndarray, truth: FaceTruth, rng: np.random.Generator,
     return sample, faces, stats
 
 
-def resize_truth(truth: FaceTruth, width: int, height: int, config: AugmentConfig = AugmentConfig()
+def resize_truth(truth: FaceTruth, width: float, height: float, config: AugmentConfig = AugmentConfig()
                  ) -> tuple[FaceTruth, Counter]:
-    """The faces of a ``width x height`` image after the test transform (the whole image resized to
-    ``S x S``), normalised; faces below the matchable size become ignore regions as in training."""
+    """The faces of an image after a test transform that maps ``[0, width] x [0, height]`` (image pixels)
+    onto the ``S x S`` input (the image's own size when squashed, the padded square's extent
+    :func:`~.preprocess.square_frame` when padded), normalised; faces below the matchable size become
+    ignore regions as in training."""
     stats: Counter = Counter()
     window = np.array([0, 0, width, height])
     affine = np.array([config.size / width, 0.0, config.size / height, 0.0])

@@ -33,7 +33,7 @@ from caffe_common.loss_layers import layer_params
 
 from .augment import AugmentConfig, augment, record_truth, resize_truth
 from .dataset import FaceIndex, FaceRecord, read_face_index
-from .preprocess import INPUT_SIZE, to_blob
+from .preprocess import INPUT_SIZE, fit_to_square, to_blob
 from .targets import GT_WIDTH, FaceTruth, pack_ground_truth
 
 caffe = import_caffe()
@@ -45,15 +45,16 @@ PHASES = ("train", "test")
 
 def load_sample(record: FaceRecord, rng: np.random.Generator | None, config: AugmentConfig
                 ) -> tuple[np.ndarray, FaceTruth, Counter]:
-    """One image of the index as a sample: augmented when ``rng`` is given, else as the test transform
-    sees it (the image unchanged, faces normalised to it)."""
+    """One image of the index as a ``S x S`` sample: augmented when ``rng`` is given, else as the detector
+    sees it (:func:`~.preprocess.fit_to_square`, faces normalised to the square)."""
     image = read_image(record.path)
     if image.shape[:2] != (record.height, record.width):
         raise ValueError(f"{record.path}: image is {image.shape[1]}x{image.shape[0]}, the index says "
                          f"{record.width}x{record.height} (rebuild the index)")
     if rng is None:
-        truth, stats = resize_truth(record_truth(record), record.width, record.height, config)
-        return image, truth, stats
+        square, (frame_w, frame_h) = fit_to_square(image, config.size)
+        truth, stats = resize_truth(record_truth(record), frame_w, frame_h, config)
+        return square, truth, stats
     return augment(image, record_truth(record), rng, config)
 
 

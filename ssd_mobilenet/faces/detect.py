@@ -6,7 +6,9 @@ reads them (:func:`caffe_common.model_files.load_net_with_weights`: a child-proc
 layer by layer; the heads against their priors), so a broken folder is an error naming the file, never
 an abort.
 
-Per image: :func:`ssd_mobilenet.faces.preprocess.to_blob` (the one input convention), one forward pass
+Per image: the image brought to the square input as the model folder says (``preprocessing.fit``:
+``pad``, keeping its aspect, :func:`ssd_mobilenet.faces.preprocess.fit_to_square`; ``squash`` for folders
+that do not say), :func:`ssd_mobilenet.faces.preprocess.to_blob` (the one input convention), one forward pass
 (outputs ``mbox_loc``, ``mbox_conf`` probabilities, ``mbox_lmk``, ``mbox_priorbox``), then
 :func:`decode_faces`:
 
@@ -15,7 +17,7 @@ Per image: :func:`ssd_mobilenet.faces.preprocess.to_blob` (the one input convent
    are dropped, the best ``top_k`` kept;
 2. their boxes and landmarks are decoded from the priors (:func:`~ssd_mobilenet.faces.targets.decode_boxes`,
    :func:`~ssd_mobilenet.faces.targets.decode_landmarks`, variances from the priors blob) and scaled to the
-   image (the whole image was resized to the input square);
+   image (by the extent of the input square in image pixels: the image's own size when squashed);
 3. one class-agnostic greedy NMS (:func:`caffe_common.nms.nms`, continuous coordinates) at IoU ``nms``,
    at most ``keep_top_k`` faces, best first.
 
@@ -54,6 +56,7 @@ from .model import (
     check_face_heads,
     check_size,
 )
+from .preprocess import check_fit
 from .targets import (
     KINDS,
     LANDMARK_VARIANCE,
@@ -89,11 +92,12 @@ class SsdFace:
 
 
 # --------------------------------------------------------------------------- decoding
-def decode_faces(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob: np.ndarray, width: int,
-                 height: int, thresholds: Thresholds | None = None,
+def decode_faces(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob: np.ndarray, width: float,
+                 height: float, thresholds: Thresholds | None = None,
                  landmark_variance: float = LANDMARK_VARIANCE) -> list[SsdFace]:
     """The faces of one image from the net's four outputs (any shapes holding ``P * 4``, ``P * 3``,
-    ``P * 10`` values and PriorBox's ``(1, 2, P * 4)``), for a ``width`` x ``height`` image; see the module
+    ``P * 10`` values and PriorBox's ``(1, 2, P * 4)``), for an input square that spans ``width`` x
+    ``height`` image pixels (the image's size when it was squashed into it); see the module
     docstring (``thresholds``: :class:`~ssd_mobilenet.faces.model.Thresholds`' defaults when None). Raises
     ValueError when the outputs do not fit the priors."""
     thresholds = thresholds or Thresholds()
@@ -144,6 +148,7 @@ class FaceModelInfo:
     outputs: dict[str, str]
     thresholds: Thresholds
     landmark_variance: float
+    fit: str = "squash"
 
 
 def _field(data: dict, path: Path, *keys: str) -> Any:
@@ -180,6 +185,7 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
     side = size[0] if isinstance(size, list) and len(size) == 2 and size[0] == size[1] else size
     try:
         check_size(side)
+        fit = check_fit(data.get("preprocessing", {}).get("fit", "squash"))   # folders before "fit": squash
         raw = dict(_field(data, path, "thresholds"))
         thresholds = Thresholds(**{k: raw[k] for k in Thresholds.__dataclass_fields__ if k in raw})
         variance = float(_field(data, path, "priors", "landmark_variance"))
@@ -189,7 +195,7 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
         raise FaceModelFilesError(f"{path}: {exc}") from exc
     return FaceModelInfo(directory, directory / str(_field(data, path, "deploy")),
                          directory / str(_field(data, path, "weights")), str(_field(data, path, "input", "blob")),
-                         side, {k: str(outputs[k]) for k in OUTPUTS}, thresholds, variance)
+                         side, {k: str(outputs[k]) for k in OUTPUTS}, thresholds, variance, fit)
 
 
 # --------------------------------------------------------------------------- the detector
@@ -203,12 +209,13 @@ class FaceDetector:
     """The face network of ``model_dir`` (default: :data:`DEFAULT_MODEL_DIR`) on ``backend`` (``caffe`` or
     ``opencv``). ``conf`` (lowest face score kept) and ``nms`` (IoU) default to face_model.json's;
     ``size`` is the square input side (default: the one trained; a multiple of 32 — a larger side finds
-    smaller faces, at a cost growing with its square). Raises :class:`FaceModelFilesError` (a
+    smaller faces, at a cost growing with its square); ``fit`` how an image becomes that square
+    (:data:`~ssd_mobilenet.faces.preprocess.FITS`; default: face_model.json's). Raises :class:`FaceModelFilesError` (a
     :class:`~caffe_common.model_files.CaffeModelError`) for an unusable folder, ValueError for bad settings.
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "caffe", conf: float | None = None,
-                 nms: float | None = None, size: int | None = None):
+                 nms: float | None = None, size: int | None = None, fit: str | None = None):
         self.info = read_model_info(DEFAULT_MODEL_DIR if model_dir is None else model_dir)
         self.backend = check_backend(backend)
         defaults = self.info.thresholds
@@ -216,6 +223,7 @@ class FaceDetector:
                                      _check_setting("nms", defaults.nms if nms is None else nms),
                                      defaults.top_k, defaults.keep_top_k)
         self.size = check_size(self.info.size if size is None else size)
+        self.fit = check_fit(self.info.fit if fit is None else fit)
         self._outputs = [self.info.outputs[k] for k in ("loc", "conf", "landmarks", "priors")]
         self._net = self._load()
 
@@ -251,17 +259,29 @@ class FaceDetector:
             raise FaceModelFilesError(f"{self.info.weights} vs {self.info.deploy}: OpenCV DNN cannot run this "
                                       f"model: {opencv_reason(exc)}") from exc
 
-    def forward(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """The four raw outputs of one BGR uint8 image, by role (``loc``, ``conf``, ``landmarks``, ``priors``)."""
-        from .preprocess import to_blob
+    def net_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The input blob of one BGR uint8 image and the extent ``(width, height)`` of the input square in
+        image pixels (what normalised outputs are multiplied by)."""
+        from .preprocess import fit_to_square, to_blob
 
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a BGR image (height, width, 3), got shape {image.shape}")
-        out = self._net.forward(to_blob([image], self.size), self._outputs)
+        if self.fit == "pad":
+            square, frame = fit_to_square(image, self.size)
+            return to_blob([square], self.size), frame
+        return to_blob([image], self.size), (float(image.shape[1]), float(image.shape[0]))
+
+    def forward(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The four raw outputs of one BGR uint8 image, by role (``loc``, ``conf``, ``landmarks``, ``priors``)."""
+        return self._outputs_of(self.net_input(image)[0])
+
+    def _outputs_of(self, blob: np.ndarray) -> dict[str, np.ndarray]:
+        out = self._net.forward(blob, self._outputs)
         return dict(zip(("loc", "conf", "landmarks", "priors"), (out[name] for name in self._outputs)))
 
     def detect(self, image: np.ndarray) -> list[SsdFace]:
         """Faces in a BGR uint8 ``(H, W, 3)`` image, best score first (module docstring)."""
-        out = self.forward(image)
-        return decode_faces(out["loc"], out["conf"], out["landmarks"], out["priors"], image.shape[1], image.shape[0],
+        blob, (width, height) = self.net_input(image)
+        out = self._outputs_of(blob)
+        return decode_faces(out["loc"], out["conf"], out["landmarks"], out["priors"], width, height,
                             self.thresholds, self.info.landmark_variance)

@@ -453,9 +453,11 @@ def solver_text(train_net: str | Path, max_iter: int, seed: int = 0, settings: S
 def preprocessing() -> dict[str, Any]:
     """The input convention (:mod:`ssd_mobilenet.faces.preprocess`, the one place that applies it), as
     face_model.json records it for readers outside this toolkit."""
-    from .preprocess import MEAN_RGB, STD_RGB
+    from .preprocess import DEFAULT_FIT, MEAN_BGR_PIXEL, MEAN_RGB, STD_RGB
 
-    return {"module": "ssd_mobilenet.faces.preprocess", "resize": "whole image to the input size, bilinear",
+    return {"module": "ssd_mobilenet.faces.preprocess", "fit": DEFAULT_FIT,
+            "resize": ("bilinear, keeping the aspect, long side to the input size, at the top-left of a square "
+                       f"filled with the mean colour (BGR {list(MEAN_BGR_PIXEL)})"),
             "channels": "RGB", "mean": [round(v, 4) for v in MEAN_RGB], "std": [round(v, 4) for v in STD_RGB],
             "formula": "(pixel - mean) / std"}
 
