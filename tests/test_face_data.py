@@ -228,6 +228,19 @@ def test_landmarks_are_dropped_when_a_point_leaves_the_crop():
     assert points_inside(np.concatenate([inside, outside]), window).tolist() == [True, False]
 
 
+def test_crop_fallback_pads_the_image_to_a_square_like_the_detector():
+    image = np.random.default_rng(5).integers(0, 256, (200, 400, 3), dtype=np.uint8)
+    tiny = np.array([[100, 50, 101.5, 51.5]], float)   # 1.5 px: no crop (zoom <= 5.3x) brings it to 10 px
+    truth = FaceTruth(tiny, np.ones(1, np.int64), np.zeros((1, 10)), np.zeros(1, bool))
+    plain = AugmentConfig(expand_prob=0, mirror_prob=0, distort=False, random_interpolation=False)
+    sample, faces, stats = augment(image, truth, np.random.default_rng(0), plain)
+    assert stats["crop_fallback"] == 1
+    assert np.all(sample[S // 2 + 1:] == MEAN_BGR_PIXEL)   # the 400 x 400 square's lower half: padding
+    np.testing.assert_array_equal(sample, fit_to_square(image, S)[0])
+    np.testing.assert_allclose(faces.boxes, tiny / 400)   # one scale for x and y: the face keeps its shape
+    assert faces.kinds.tolist() == [IGNORE_KIND]
+
+
 def test_small_faces_become_ignore_regions_after_the_transform():
     image = np.full((1000, 1000, 3), 128, np.uint8)
     boxes = np.array([[100, 100, 140, 140], [500, 500, 520, 520]], float)  # 12.8 and 6.4 px at 320

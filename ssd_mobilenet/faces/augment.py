@@ -14,8 +14,8 @@ pixels in, continuous (``x2 - x1`` is the width), output normalised to the ``S x
    half of their image.
 2. **Square crop**: side ``s x`` the canvas' short side, ``s ~ U(0.3, 1)``, uniform position; up to 50
    draws for a crop that keeps at least one whole face (kind 1 after the rule below, big enough after
-   the resize), else the whole canvas is used (resized without keeping its aspect, as the test transform
-   resizes the whole image). With probability 0.25 (``partial_crop_prob``) the draws first look for a
+   the resize), else the whole canvas, padded to a square with the mean colour as the detector pads
+   a photo (:func:`~.preprocess.fit_to_square`), so no sample shows faces out of shape. With probability 0.25 (``partial_crop_prob``) the draws first look for a
    crop that cuts a face into a partial one (then for a whole face as usual): see "how many" below.
 3. **Face rule** (per face, by its visible fraction ``v = area(box & crop) / area(box)``, which is
    ``IoU(visible part, full box)``): ``v >= 0.6`` face (kind 1), ``0.25 <= v < 0.6`` partial face
@@ -259,7 +259,8 @@ def augment(image: np.ndarray, truth: FaceTruth, rng: np.random.Generator,
     if window is None:
         window = _crop_window(rng, canvas, truth, config, KINDS["face"])
     if window is None:
-        window = canvas
+        side = max(canvas[2] - canvas[0], canvas[3] - canvas[1])
+        window = np.array([canvas[0], canvas[1], canvas[0] + side, canvas[1] + side])
         stats["crop_fallback"] += 1
     flag = INTERPOLATIONS[int(rng.integers(len(INTERPOLATIONS)))] if config.random_interpolation else INTERPOLATIONS[0]
     sample, affine = render(image, window, config.size, getattr(cv2, flag))
