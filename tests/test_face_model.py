@@ -497,6 +497,12 @@ def test_detect_faces_writes_mtcnn_json_lines_and_wider_files(model_dir, photos,
                    "--json", str(out / "faces.jsonl"), "--resume", "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2 and "corrupt.jpg" in err and "2 already done" in err
+    # --fit squash reaches the detector: other boxes than the model's padding
+    status = main(["detect-faces", str(photos / "images" / "0--Parade" / "a.jpg"), "--model-dir", str(model_dir),
+                   "--conf", "0.05", "--fit", "squash", "--json", str(out / "squashed.jsonl"), "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    squashed = json.loads((out / "squashed.jsonl").read_text())
+    assert squashed["faces"] and squashed["faces"][0]["box"] != first["box"]
 
 
 def test_detect_faces_without_a_model_says_how_to_train_one(photos, tmp_path, capsys):
