@@ -15,8 +15,9 @@ pixels in, continuous (``x2 - x1`` is the width), output normalised to the ``S x
 2. **Square crop**: side ``s x`` the canvas' short side, ``s ~ U(0.3, 1)``, uniform position; up to 50
    draws for a crop that keeps at least one whole face (kind 1 after the rule below, big enough after
    the resize), else the whole canvas, padded to a square with the mean colour as the detector pads
-   a photo (:func:`~.preprocess.fit_to_square`), so no sample shows faces out of shape. With probability 0.25 (``partial_crop_prob``) the draws first look for a
-   crop that cuts a face into a partial one (then for a whole face as usual): see "how many" below.
+   a photo (:func:`~.preprocess.fit_to_square`), so no sample shows faces out of shape. With
+   probability 0.25 (``partial_crop_prob``) the draws first look for a crop that cuts a face into a
+   partial one (then for a whole face as usual): see "how many" below.
 3. **Face rule** (per face, by its visible fraction ``v = area(box & crop) / area(box)``, which is
    ``IoU(visible part, full box)``): ``v >= 0.6`` face (kind 1), ``0.25 <= v < 0.6`` partial face
    (kind 2), ``v < 0.25`` dropped (background). Boxes are clipped to the crop. Why these numbers: the
@@ -193,7 +194,8 @@ def _sample_truth(truth: FaceTruth, window: np.ndarray, affine: np.ndarray, conf
     stats["dropped_small"] += int(small.sum())
     kinds = np.where(small, IGNORE_KIND, kinds)
     stats["ignored"] += int(np.sum(kinds == IGNORE_KIND))
-    keep = (kinds > 0) & (side > 0)
+    # an ignore region must keep an area that survives the float32 ground-truth blob (a face is >= 10 px anyway)
+    keep = (kinds > 0) & np.all(boxes[:, 2:] - boxes[:, :2] > 1e-3, axis=1)
     has = truth.has_landmarks & points_inside(truth.landmarks, window) & (kinds != IGNORE_KIND)
     stats["landmarks_dropped"] += int(np.sum(keep & truth.has_landmarks & ~has))
     stats["faces"] += int(np.sum(keep & (kinds == KINDS["face"])))
