@@ -17,8 +17,9 @@ to other machines by editing its header (or with ``read_face_index(..., roots=..
 continuous coordinates (width ``x2 - x1``) clipped to the image; ``kind`` is 1 (face; the augmentation
 makes the partial faces, kind 2, per sample) or 3 (an ignore region, :data:`~.targets.IGNORE_KIND`: a WIDER
 face flagged invalid or below the size floor, which the training neither learns as a face nor as
-background); ``landmarks`` are ``x1, y1, ..., x5, y5`` pixels in the annotation point order (left eye, right eye, nose, left mouth corner, right mouth corner; "left" is the
-image's left, as in :data:`caffe_common.face_annotations.FIVE_POINT_NAMES`) or ``null``.
+background); ``landmarks`` are ``x1, y1, ..., x5, y5`` pixels in the annotation point order (left eye,
+right eye, nose, left mouth corner, right mouth corner; "left" is the image's left, as in
+:data:`caffe_common.face_annotations.FIVE_POINT_NAMES`) or ``null``.
 
 Sources: WIDER FACE (official ``*_bbx_gt.txt``; faces flagged ``invalid`` become ignore regions, boxes
 clipped to the image, landmarks ``null``) and a 5-point list (``path l r t b x1 y1 .. x5 y5``, one face per line,
