@@ -29,7 +29,6 @@ from ssd_mobilenet.faces.augment import (
     face_kinds,
     mirror,
     points_inside,
-    render,
     resize_truth,
     visible_fraction,
 )
@@ -42,7 +41,7 @@ from ssd_mobilenet.faces.dataset import (
     index_report,
     read_face_index,
 )
-from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, fit_to_square, square_frame, to_blob
+from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL, fit_to_square, render, to_blob
 from ssd_mobilenet.faces.targets import (
     IGNORE_KIND,
     KINDS,
@@ -479,7 +478,7 @@ def test_data_layer_test_phase_is_the_detectors_padded_square_in_file_order(caff
     np.testing.assert_array_equal(data, to_blob([fit_to_square(read_image(r.path), 160)[0] for r in records], 160))
     truths = unpack_ground_truth(gt, 3)
     for record, truth in zip(records, truths):
-        frame_w, frame_h = square_frame(record.width, record.height, 160)[2:]
+        frame_w, frame_h = fit_to_square(np.zeros((record.height, record.width, 3), np.uint8), 160)[1]
         scale = np.array([frame_w, frame_h] * 2)
         sides = (record.boxes[:, 2:] - record.boxes[:, :2]) * 160 / scale[:2]
         face = (record.kinds == KINDS["face"]) & (np.sqrt(sides.prod(axis=1)) >= 10)

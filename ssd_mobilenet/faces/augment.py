@@ -64,7 +64,7 @@ import numpy as np
 from caffe_common.face_annotations import FIVE_POINT_MIRROR
 
 from .dataset import MIN_CROP_SCALE, MIN_FACE_PX, FaceRecord
-from .preprocess import INPUT_SIZE, MEAN_BGR_PIXEL
+from .preprocess import INPUT_SIZE, render
 from .targets import IGNORE_KIND, KINDS, NUM_LANDMARKS, FaceTruth
 
 #: OpenCV interpolation flags a training resize draws from (linear is the test transform's).
@@ -125,31 +125,6 @@ def _map_points(values: np.ndarray, affine: np.ndarray) -> np.ndarray:
     out[..., 0::2] = ax * out[..., 0::2] + bx
     out[..., 1::2] = ay * out[..., 1::2] + by
     return out
-
-
-def render(image: np.ndarray, window: np.ndarray, size: int, interpolation: int,
-           fill: tuple[int, int, int] = MEAN_BGR_PIXEL) -> tuple[np.ndarray, np.ndarray]:
-    """The ``size x size`` picture of the integer ``window`` (image pixels; may reach beyond the image, which
-    shows ``fill`` there) and the map ``(ax, bx, ay, by)`` of image coordinates onto it.
-
-    Only the part of the image inside the window is resized (to whole output pixels), and the map is the
-    one of that resize, so a point of the image lands exactly where its pixel went.
-    """
-    import cv2
-
-    height, width = image.shape[:2]
-    wx1, wy1, wx2, wy2 = (int(v) for v in window)
-    sx, sy = size / (wx2 - wx1), size / (wy2 - wy1)
-    ix1, iy1, ix2, iy2 = max(wx1, 0), max(wy1, 0), min(wx2, width), min(wy2, height)
-    tx1, tx2 = round((ix1 - wx1) * sx), round((ix2 - wx1) * sx)
-    ty1, ty2 = round((iy1 - wy1) * sy), round((iy2 - wy1) * sy)
-    out = np.empty((size, size, 3), np.uint8)
-    out[:] = fill
-    if tx2 <= tx1 or ty2 <= ty1 or ix2 <= ix1 or iy2 <= iy1:
-        return out, np.array([sx, -wx1 * sx, sy, -wy1 * sy])
-    out[ty1:ty2, tx1:tx2] = cv2.resize(image[iy1:iy2, ix1:ix2], (tx2 - tx1, ty2 - ty1), interpolation=interpolation)
-    ax, ay = (tx2 - tx1) / (ix2 - ix1), (ty2 - ty1) / (iy2 - iy1)
-    return out, np.array([ax, tx1 - ix1 * ax, ay, ty1 - iy1 * ay])
 
 
 def _expand_window(rng: np.random.Generator, width: int, height: int, config: AugmentConfig) -> np.ndarray:
@@ -279,7 +254,7 @@ def resize_truth(truth: FaceTruth, width: float, height: float, config: AugmentC
                  ) -> tuple[FaceTruth, Counter]:
     """The faces of an image after a test transform that maps ``[0, width] x [0, height]`` (image pixels)
     onto the ``S x S`` input (the image's own size when squashed, the padded square's extent
-    :func:`~.preprocess.square_frame` when padded), normalised; faces below the matchable size become
+    :func:`~.preprocess.fit_to_square`'s frame when padded), normalised; faces below the matchable size become
     ignore regions as in training."""
     stats: Counter = Counter()
     window = np.array([0, 0, width, height])

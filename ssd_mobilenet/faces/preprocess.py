@@ -18,7 +18,6 @@ and divide by ``STD_RGB / 255`` per channel.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,27 +45,41 @@ def to_blob(bgr_images: Sequence[np.ndarray], size: int = INPUT_SIZE) -> np.ndar
                            for image in bgr_images])
 
 
-def square_frame(width: int, height: int, size: int) -> tuple[int, int, float, float]:
-    """For a ``width x height`` image padded into ``size x size``: the resized image's ``(w, h)`` in the
-    canvas (long side ``size``) and the extent ``(fw, fh)`` of the whole canvas in image pixels (``size``
-    canvas pixels are ``fw`` image pixels across): normalised net coordinates times ``(fw, fh)`` are image
-    pixels."""
-    scale = size / max(width, height)
-    resized_w, resized_h = (max(1, min(size, math.floor(side * scale + 0.5))) for side in (width, height))
-    return resized_w, resized_h, size * width / resized_w, size * height / resized_h
+def render(image: np.ndarray, window: np.ndarray, size: int, interpolation: int,
+           fill: tuple[int, int, int] = MEAN_BGR_PIXEL) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size x size`` picture of the integer ``window`` (image pixels; may reach beyond the image, which
+    shows ``fill`` there) and the map ``(ax, bx, ay, by)`` of image coordinates onto it.
 
-
-def fit_to_square(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, tuple[float, float]]:
-    """The ``size x size`` BGR uint8 picture of ``pad`` (module doc) and the canvas' extent ``(fw, fh)``
-    in image pixels (:func:`square_frame`)."""
+    Only the part of the image inside the window is resized (to whole output pixels), and the map is the
+    one of that resize, so a point of the image lands exactly where its pixel went.
+    """
     import cv2
 
     height, width = image.shape[:2]
-    resized_w, resized_h, frame_w, frame_h = square_frame(width, height, size)
-    canvas = np.empty((size, size, 3), np.uint8)
-    canvas[:] = MEAN_BGR_PIXEL
-    canvas[:resized_h, :resized_w] = cv2.resize(image, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
-    return canvas, (frame_w, frame_h)
+    wx1, wy1, wx2, wy2 = (int(v) for v in window)
+    sx, sy = size / (wx2 - wx1), size / (wy2 - wy1)
+    ix1, iy1, ix2, iy2 = max(wx1, 0), max(wy1, 0), min(wx2, width), min(wy2, height)
+    tx1, tx2 = round((ix1 - wx1) * sx), round((ix2 - wx1) * sx)
+    ty1, ty2 = round((iy1 - wy1) * sy), round((iy2 - wy1) * sy)
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = fill
+    if tx2 <= tx1 or ty2 <= ty1 or ix2 <= ix1 or iy2 <= iy1:
+        return out, np.array([sx, -wx1 * sx, sy, -wy1 * sy])
+    out[ty1:ty2, tx1:tx2] = cv2.resize(image[iy1:iy2, ix1:ix2], (tx2 - tx1, ty2 - ty1), interpolation=interpolation)
+    ax, ay = (tx2 - tx1) / (ix2 - ix1), (ty2 - ty1) / (iy2 - iy1)
+    return out, np.array([ax, tx1 - ix1 * ax, ay, ty1 - iy1 * ay])
+
+
+def fit_to_square(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, tuple[float, float]]:
+    """The ``size x size`` BGR uint8 picture of ``pad`` (module doc: the square window of the image's long
+    side at its top-left corner, :func:`render`) and that square's extent ``(width, height)`` in image pixels
+    (normalised net coordinates times it are image pixels; the long side, give or take the rounding of the
+    resized length on each axis)."""
+    import cv2
+
+    side = max(image.shape[:2])
+    square, (ax, _, ay, _) = render(image, np.array([0, 0, side, side]), size, cv2.INTER_LINEAR)
+    return square, (size / ax, size / ay)
 
 
 def check_fit(fit: str) -> str:
