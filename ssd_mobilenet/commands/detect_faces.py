@@ -23,6 +23,7 @@ DESCRIPTION = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ssd-mobilenet detect-faces``."""
     from ssd_mobilenet.faces.model import MAX_SIZE, MIN_SIZE, SIZE_STEP
+    from ssd_mobilenet.faces.preprocess import FITS
 
     p = subparsers.add_parser("detect-faces", help="detect faces + 5 landmarks with the single-pass face network",
                               description=DESCRIPTION)
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conf", type=number(0, 1), metavar="C",
                    help="lowest face score (1 - background probability) kept (default: the model's, 0.5)")
     p.add_argument("--nms", type=number(0, 1), metavar="IOU", help="NMS overlap threshold (default: the model's, 0.4)")
-    p.add_argument("--fit", choices=("pad", "squash"),
+    p.add_argument("--fit", choices=FITS,
                    help="how an image becomes the square input: pad (aspect kept, long side to S, the rest mean "
                    "colour) or squash (resized to S x S) (default: the model's; pad for models trained now)")
     p.add_argument("--backend", choices=("caffe", "opencv"), default="caffe",

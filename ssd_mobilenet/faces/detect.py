@@ -56,7 +56,7 @@ from .model import (
     check_face_heads,
     check_size,
 )
-from .preprocess import check_fit
+from .preprocess import UNRECORDED_FIT, check_fit
 from .targets import (
     KINDS,
     LANDMARK_VARIANCE,
@@ -148,7 +148,7 @@ class FaceModelInfo:
     outputs: dict[str, str]
     thresholds: Thresholds
     landmark_variance: float
-    fit: str = "squash"
+    fit: str
 
 
 def _field(data: dict, path: Path, *keys: str) -> Any:
@@ -185,7 +185,7 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
     side = size[0] if isinstance(size, list) and len(size) == 2 and size[0] == size[1] else size
     try:
         check_size(side)
-        fit = check_fit(data.get("preprocessing", {}).get("fit", "squash"))   # folders before "fit": squash
+        fit = check_fit(data.get("preprocessing", {}).get("fit", UNRECORDED_FIT))
         raw = dict(_field(data, path, "thresholds"))
         thresholds = Thresholds(**{k: raw[k] for k in Thresholds.__dataclass_fields__ if k in raw})
         variance = float(_field(data, path, "priors", "landmark_variance"))

@@ -31,6 +31,8 @@ INPUT_SIZE = 320
 #: How a whole image is brought to the square input (module doc); ``pad`` keeps the faces' shape.
 FITS = ("pad", "squash")
 DEFAULT_FIT = "pad"
+#: The fit of a model folder whose face_model.json does not say (written before padding existed).
+UNRECORDED_FIT = "squash"
 #: Per-channel factor of the normalisation (``1 / std``), RGB order.
 SCALE_RGB = tuple(1.0 / s for s in STD_RGB)
 #: The mean colour as a BGR uint8 pixel (the augmentation's fill; it normalises to about 0).
