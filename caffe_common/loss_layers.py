@@ -12,6 +12,8 @@ row-wise targets ``(N * P,)`` gives one row per prior, so no Reshape layer is ne
   ``param_str`` ``{"labels": [...]}``, normalised by the number of such rows (one base class).
 * :class:`OhemSoftmaxLoss`: softmax cross-entropy back-propagated from mined rows only; MTCNN's share
   mode ``{"keep": 0.7}`` or SSD's ratio mode ``{"neg_pos_ratio": 3}``.
+* :class:`SoftTargetLoss`: distillation, the KL divergence of every row's softmax from a teacher's
+  class probabilities, normalised by the positive rows (as SSD's confidence loss).
 
 Train nets name them as ``python_param { module: "caffe_common.loss_layers" layer: "..." }``.
 """
@@ -201,8 +203,7 @@ class OhemSoftmaxLoss(caffe.Layer):
         logits = blob_rows(bottom[0], len(label)).astype(np.float64)
         if len(label) and label.max() >= logits.shape[1]:
             raise ValueError(f"OhemSoftmaxLoss: label {label.max()} but only {logits.shape[1]} classes")
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_prob = log_softmax(logits)
         self.prob = np.exp(log_prob)
         losses = np.where(label >= 0, -log_prob[np.arange(len(label)), np.maximum(label, 0)], 0.0)
         self.kept, self.label = self._mine(losses, label, bottom[0].data.shape[0]), label
@@ -218,3 +219,54 @@ class OhemSoftmaxLoss(caffe.Layer):
             bottom[0].diff[...] = grad.reshape(bottom[0].diff.shape)
         if propagate_down[1]:
             bottom[1].diff[...] = 0
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(softmax(logits))`` in float64, shifted by each row's maximum (no overflow)."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class SoftTargetLoss(caffe.Layer):
+    """Knowledge distillation: ``sum over rows of KL(target_row || softmax(logits_row)) / max(1, n_pos)``.
+
+    Bottoms: logits (``label.count`` rows of ``C``), target probabilities (same size; each row a
+    distribution, e.g. a teacher net's softmax), label (one per row). Every row is trained, background
+    included (that is where a student's false positives are: its gradient ``softmax - target`` is
+    zero wherever it already agrees with the teacher); ``n_pos`` counts the rows with ``label > 0``, so
+    the loss is in the units of SSD's confidence loss and may take the same ``loss_weight``. KL rather than
+    cross-entropy: the same gradient, and 0 when the student equals the teacher.
+    """
+
+    def setup(self, bottom, top):
+        if len(bottom) != 3:
+            raise ValueError("SoftTargetLoss takes logits, target probabilities and label bottoms")
+        if layer_params("SoftTargetLoss", self.param_str):
+            raise ValueError(f"SoftTargetLoss takes no param_str, got {self.param_str!r}")
+
+    def reshape(self, bottom, top):
+        rows = max(bottom[2].data.size, 1)
+        if bottom[0].data.size != bottom[1].data.size or bottom[0].data.size % rows:
+            raise ValueError(f"SoftTargetLoss: logits {bottom[0].data.shape}, targets {bottom[1].data.shape} and "
+                             f"label {bottom[2].data.shape} do not give equal rows")
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        rows = bottom[2].data.size
+        target = blob_rows(bottom[1], rows).astype(np.float64)
+        if (target < 0).any() or not np.allclose(target.sum(axis=1), 1, atol=1e-3):
+            raise ValueError("SoftTargetLoss: every target row must be a probability distribution (>= 0, sum 1)")
+        log_prob = log_softmax(blob_rows(bottom[0], rows))
+        self.prob, self.target = np.exp(log_prob), target
+        self.norm = max(1, int((bottom[2].data > 0).sum()))
+        log_target = np.log(np.where(target > 0, target, 1.0))   # 0 * log 0 = 0
+        top[0].data[0] = (target * (log_target - log_prob)).sum() / self.norm
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            grad = (self.prob - self.target) * (top[0].diff[0] / self.norm)
+            bottom[0].diff[...] = grad.reshape(bottom[0].diff.shape)
+        for k in (1, 2):
+            if propagate_down[k]:
+                bottom[k].diff[...] = 0

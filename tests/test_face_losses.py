@@ -154,6 +154,50 @@ def test_masked_smooth_l1_gradient_and_blocked_rows(caffe, tmp_path):
     assert np.all(analytic[~mask] == 0) and np.all(np.abs(analytic[mask]) > 0)
 
 
+def soft_target_net(caffe, tmp_path, rng, params: str = ""):
+    """``SoftTargetLoss`` on SSD-shaped logits with random teacher distributions and :func:`ssd_labels`."""
+    net = python_loss_net(tmp_path, caffe, LOSSES, "SoftTargetLoss", params,
+                          [("pred", (IMAGES, PRIORS * 3)), ("target", (ROWS, 3)), ("label", (ROWS,))])
+    net.blobs["pred"].data[...] = rng.normal(0, 2, (IMAGES, PRIORS * 3))
+    target = rng.dirichlet([0.5, 0.5, 0.5], ROWS)
+    target[3] = [1, 0, 0]                                   # a one-hot row (0 * log 0)
+    net.blobs["target"].data[...] = target
+    net.blobs["label"].data[...] = ssd_labels()
+    return net
+
+
+def test_soft_target_loss_is_kl_per_positive_with_its_gradient(caffe, tmp_path):
+    net = soft_target_net(caffe, tmp_path, np.random.default_rng(11))
+    logits = net.blobs["pred"].data.reshape(ROWS, 3).astype(np.float64)
+    log_student = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = net.blobs["target"].data.astype(np.float64)
+    kl = np.where(target > 0, target * (np.log(np.where(target > 0, target, 1)) - log_student), 0).sum()
+    positives = int((ssd_labels() > 0).sum())
+    assert positives == 4 and net.forward()["loss"][0] == pytest.approx(kl / positives, rel=1e-5)
+    analytic = analytic_gradient(net, "pred").reshape(ROWS, 3)
+    # float32 top: a loss summed over every row needs a wider step than eps 1e-3 (central differences: O(eps^2))
+    numeric = numeric_gradient(net, "pred", eps=1e-2).reshape(ROWS, 3)
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-3, atol=2e-4)
+    assert np.all(np.abs(analytic).sum(1) > 0)              # every row, ignored and background ones too
+    assert np.all(net.blobs["target"].diff == 0) and np.all(net.blobs["label"].diff == 0)
+    # A student equal to its teacher: loss 0, no gradient.
+    net.blobs["target"].data[...] = np.exp(log_student)
+    assert abs(net.forward()["loss"][0]) < 1e-6
+    assert np.abs(analytic_gradient(net, "pred")).max() < 1e-7
+    # No positive row: normalised by 1, not divided by zero.
+    net.blobs["label"].data[...] = 0
+    assert np.isfinite(net.forward()["loss"][0])
+
+
+def test_soft_target_loss_refuses_targets_that_are_not_distributions_and_params(caffe, tmp_path):
+    net = soft_target_net(caffe, tmp_path, np.random.default_rng(12))
+    net.blobs["target"].data[5] = [0.5, 0.7, 0.1]
+    with pytest.raises(Exception, match="probability distribution"):
+        net.forward()
+    with pytest.raises(Exception, match="takes no param_str"):
+        soft_target_net(caffe, tmp_path, np.random.default_rng(12), '{"temperature": 2}')
+
+
 def test_masked_smooth_l1_equals_caffes_smooth_l1_with_mask_weights(caffe, tmp_path):
     """Caffe's SmoothL1Loss (two bottoms in this Caffe: no weights) on the selected rows (the others given
     their target, so zero difference) divides by all rows; ours by the selected rows."""

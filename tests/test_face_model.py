@@ -241,6 +241,62 @@ def test_train_net_runs_forward_and_backward_with_finite_losses(caffe, tmp_path)
         fm.FaceModelConfig(arch="mobilenet_v3").check()
 
 
+def test_a_student_taught_by_itself_gets_no_distillation_loss(caffe, tmp_path):
+    """The teacher's rows pair with the student's: a teacher folder exported from the student's own weights
+    gives a distillation loss of 0 (TEST phase: BatchNorm on stored statistics, as the deploy net), another
+    teacher a positive loss whose gradient reaches the conf heads only; the teacher layer refuses a teacher
+    of other priors, and check_teacher a folder that records other priors."""
+    from ssd_mobilenet.faces.detect import FaceDetector
+    from ssd_mobilenet.faces.training import check_teacher, export_weights
+
+    student, files = train_net(caffe, tmp_path / "student")
+    student.save(str(tmp_path / "student.caffemodel"))
+    teacher_dir = tmp_path / "teacher"
+    fm.write_nets(fm.FaceModelConfig(size=SIZE, arch=ARCH), teacher_dir)
+    export_weights(teacher_dir / fm.DEPLOY_NET, tmp_path / "student.caffemodel", teacher_dir / fm.WEIGHTS)
+    fm.write_model_description(teacher_dir, SIZE, arch=ARCH)
+    assert check_teacher(teacher_dir, SIZE, "mobilenet_v2") == str(teacher_dir.resolve())  # same priors
+
+    def taught_net(teacher: Path, phase):
+        config = fm.FaceModelConfig(size=SIZE, batch_size=2, data_layer=STAND_IN, arch=ARCH, teacher=str(teacher),
+                                    teacher_backend="caffe")
+        net = caffe.Net(str(fm.write_nets(config, tmp_path / "taught").files[fm.TRAIN_NET]), phase)
+        net.copy_from(str(tmp_path / "student.caffemodel"))
+        return net
+
+    net = taught_net(teacher_dir, caffe.TEST)
+    out = net.forward()
+    assert out["loss_conf"].item() > 0.1 and abs(out["loss_distill"].item()) < 1e-4
+    expected = FaceDetector(teacher_dir).forward_blob(net.blobs["data"].data)["conf"]
+    np.testing.assert_allclose(net.blobs["teacher_conf"].data, expected.reshape(-1, 3), rtol=1e-5, atol=1e-6)
+
+    other_dir = make_model_dir(tmp_path / "other", seed=3)
+    net = taught_net(other_dir, caffe.TRAIN)
+    out = net.forward()
+    assert out["loss_distill"].item() > 0.01
+    # The distillation's own gradient (Caffe starts backward from each loss top's diff, its loss weight):
+    # it reaches the conf heads, never a box or landmark head.
+    for name in ("loss_conf", "loss_box", "loss_lmk"):
+        net.blobs[name].diff[...] = 0
+    assert net.blobs["loss_distill"].diff[0] == 1
+    net.backward()
+    heads = {name: np.abs(params[0].diff).max() for name, params in net.params.items() if "_mbox_" in name}
+    assert all(value > 0 for name, value in heads.items() if name.endswith("_mbox_conf"))
+    assert all(value == 0 for name, value in heads.items() if not name.endswith("_mbox_conf"))
+
+    moved = tmp_path / "moved"
+    shutil.copytree(other_dir, moved)
+    deploy = (moved / fm.DEPLOY_NET).read_text()
+    (moved / fm.DEPLOY_NET).write_text(deploy.replace("min_size: 16", "min_size: 20", 1))
+    with pytest.raises(Exception, match="other priors"):
+        taught_net(moved, caffe.TEST).forward()
+    description = json.loads((moved / fm.MODEL_JSON).read_text())
+    description["priors"]["maps"][0]["min_sizes"] = [20.0, 24.0]
+    (moved / fm.MODEL_JSON).write_text(json.dumps(description))
+    with pytest.raises(fm.FaceModelError, match="--teacher .*differ from this net"):
+        check_teacher(moved, SIZE, ARCH)
+
+
 def test_affine_backbone_trains_exactly_like_frozen_batch_norm(caffe, tmp_path):
     """"affine" holds each frozen BatchNorm + Scale as its Scale alone: given the frozen net's weights joined by
     caffe_common.merge_bn, the same batch gives the same losses and the same parameter gradients."""
@@ -563,6 +619,24 @@ def test_train_faces_makes_a_model_folder_detect_faces_runs_on(tiny_face_data, t
     assert status == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (tmp_path / "faces.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["faces"] for r in records)
+    # Fine-tuning that model with itself as the teacher: the distillation loss is logged, and the weights start
+    # from the model's (at a rate of 1e-12 the heads keep them).
+    from caffe_common.model_files import read_caffemodel, weights_by_layer
+
+    tuned = [*args[:args.index("--out")], "--out", str(tmp_path / "tuned"), *args[args.index("--out") + 2:]]
+    assert main([*tuned, "--iters", "1", "--init", str(out), "--teacher", str(out), "--base-lr", "1e-12"]) == 0, \
+        capsys.readouterr().err
+    header, first = (tmp_path / "tuned" / "log.csv").read_text().splitlines()[:2]
+    assert np.isfinite(dict(zip(header.split(","), map(float, first.split(",")))).get("loss_distill", np.nan))
+    before, after = (weights_by_layer(read_caffemodel(folder / fm.WEIGHTS)) for folder in (out, tmp_path / "tuned"))
+    heads = [name for name in before if "_mbox_" in name and before[name]]
+    assert len(heads) == 15 and all(np.allclose(np.array(before[name][0].data), np.array(after[name][0].data),
+                                                rtol=0, atol=1e-7) for name in heads)
+    capsys.readouterr()
+    assert main([*tuned, "--iters", "1", "--init", str(out), "--arch", "compact"]) == 2
+    assert "layout 'mobilenet_v2'" in capsys.readouterr().err
+    assert main([*tuned, "--iters", "1", "--distill-weight", "2"]) == 2
+    assert "--distill-weight goes with --teacher" in capsys.readouterr().err
 
 
 def test_train_faces_refuses_missing_inputs(tmp_path, capsys):

@@ -47,9 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the convolutions (folded: measured to learn much slower)")
     p.add_argument("--base-lr", type=number(0, low_open=True), metavar="LR",
                    help="base learning rate of the SGD solver (default: 0.001, divided by 10 at 2/3 and 8/9 of --iters)")
-    p.add_argument("--init", choices=INIT_CHOICES, default="imagenet",
-                   help="backbone initialisation: the ImageNet MobileNetV2 (converted from torchvision's weights; "
-                   "default) or the fillers (from scratch)")
+    p.add_argument("--init", default="imagenet", metavar="|".join(INIT_CHOICES) + "|DIR",
+                   help="initialisation: the ImageNet MobileNetV2 backbone (converted from torchvision's weights; "
+                   "default), none (the fillers: from scratch), or a face model folder of the same --arch that "
+                   "train-faces wrote (fine-tune it)")
+    p.add_argument("--teacher", type=Path, metavar="DIR",
+                   help="distil: also learn the class probabilities that this trained face model folder gives on "
+                   "each batch (same priors; e.g. a whole mobilenet_v2 model teaching a compact one)")
+    p.add_argument("--distill-weight", type=number(0), metavar="W",
+                   help="loss weight of the distillation (with --teacher; default: 1, beside confidence 4, box 1, "
+                   "landmarks 1)")
     p.add_argument("--hold-out", nargs="*", metavar="EVENT",
                    help="WIDER events kept out of training (default: Interview; none: give the option alone)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest snapshot")
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, wider_anno=args.wider_anno, wider_images=args.wider_images, landmarks=args.landmarks,
         landmark_images=args.landmark_images, size=args.size, batch=args.batch, iters=args.iters, init=args.init,
         resume=args.resume, seed=args.seed, base_lr=args.base_lr, wider_repeat=args.wider_repeat,
-        backbone_bn=args.backbone_bn, arch=args.arch, hold_out=args.hold_out,
+        backbone_bn=args.backbone_bn, arch=args.arch, teacher=args.teacher,
+        distill_weight=args.distill_weight, hold_out=args.hold_out,
         progress=not args.no_progress, on_index=lambda lines: print("\n".join(lines), file=sys.stderr, flush=True)),
         refused=(ValueError, OSError, AssetError))
     if result is None:

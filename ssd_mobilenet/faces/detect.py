@@ -273,15 +273,17 @@ class FaceDetector:
 
     def forward(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The four raw outputs of one BGR uint8 image, by role (``loc``, ``conf``, ``landmarks``, ``priors``)."""
-        return self._outputs_of(self.net_input(image)[0])
+        return self.forward_blob(self.net_input(image)[0])
 
-    def _outputs_of(self, blob: np.ndarray) -> dict[str, np.ndarray]:
+    def forward_blob(self, blob: np.ndarray) -> dict[str, np.ndarray]:
+        """The four raw outputs, by role, of an input blob ``(N, 3, S, S)`` already in the input convention
+        (:func:`~ssd_mobilenet.faces.preprocess.to_blob`; a batch: a teacher net in training)."""
         out = self._net.forward(blob, self._outputs)
         return dict(zip(("loc", "conf", "landmarks", "priors"), (out[name] for name in self._outputs)))
 
     def detect(self, image: np.ndarray) -> list[SsdFace]:
         """Faces in a BGR uint8 ``(H, W, 3)`` image, best score first (module docstring)."""
         blob, (width, height) = self.net_input(image)
-        out = self._outputs_of(blob)
+        out = self.forward_blob(blob)
         return decode_faces(out["loc"], out["conf"], out["landmarks"], out["priors"], width, height,
                             self.thresholds, self.info.landmark_variance)

@@ -55,7 +55,11 @@ the batch statistics. Losses:
   loosely matched prior, and a squared loss would give those priors gradients many times larger than
   the box loss's (smooth L1's gradient is bounded by 1, as RetinaFace trains its landmarks).
 
-Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1. ``OhemSoftmaxLoss`` averages over the kept
+With a teacher (``FaceModelConfig.teacher``, a trained face model folder of the same priors, ``train-faces
+--teacher``): ``loss_distill``, ``SoftTargetLoss`` of the conf logits against the teacher's per-prior
+probabilities on the same batch (``FaceTeacherLayer``), on every prior, normalised by the positives.
+
+Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1 (distillation 1). ``OhemSoftmaxLoss`` averages over the kept
 rows (positives + 3x as many negatives), while Caffe's ``MultiBoxLoss`` divides the confidence sum by the
 positives only; weight ``1 + neg_pos_ratio`` = 4 makes ``loss_conf + loss_box`` exactly SSD's objective. The
 box and landmark losses are both averaged over their matched priors, with offsets in comparable units
@@ -102,6 +106,7 @@ DEFAULT_SIZE = INPUT_SIZE
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
 DATA_LAYER = ("ssd_mobilenet.faces.data_layer", "FaceDataLayer")
 TARGET_LAYER = ("ssd_mobilenet.faces.layers", "FacePriorTargetLayer")
+TEACHER_LAYER = ("ssd_mobilenet.faces.layers", "FaceTeacherLayer")
 LOSS_MODULE = "caffe_common.loss_layers"
 #: Values per prior of each head output (``<map>_mbox_<kind>`` convolutions, ``mbox_<kind>`` blobs).
 HEAD_VALUES = {"loc": 4, "conf": NUM_CLASSES, "lmk": 2 * NUM_LANDMARKS}
@@ -179,11 +184,15 @@ def face_arch(name: str) -> FaceArch:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """``loss_weight`` of the three losses (see the module docstring for the defaults)."""
+    """``loss_weight`` of the three losses and of distillation (see the module docstring for the defaults)."""
 
     conf: float = 4.0
     box: float = 1.0
     landmark: float = 1.0
+    #: ``loss_distill`` (only with a teacher), a sum over every prior per positive one: measured 10-20 (face_c2
+    #: against the whole net) where the weighted confidence loss is 2-3, so weight 1 already lets the
+    #: teacher lead.
+    distill: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,11 @@ class FaceModelConfig:
     #: ``ConvolutionDepthwise`` (same weights, much faster; :func:`caffe_common.depthwise.resolve_depthwise`).
     #: The deploy net always uses grouped convolution, which every runtime loads.
     depthwise_type: str | None = None
+    #: A trained face model folder whose class probabilities the net also learns (distillation, with
+    #: ``FaceTeacherLayer`` and ``SoftTargetLoss``); it must have the same priors. None: no teacher.
+    teacher: str | None = None
+    #: The teacher's inference backend ("opencv", faster, or "caffe").
+    teacher_backend: str = "opencv"
 
     def check(self) -> None:
         check_size(self.size)
@@ -373,6 +387,11 @@ def _losses(n: Any, config: FaceModelConfig) -> None:
                          loss_weight=weights.box, propagate_down=[True, False, False], params={"labels": [1]})
     n.loss_lmk = _python((LOSS_MODULE, "MaskedSmoothL1Loss"), n.mbox_lmk, n.lmk_target, n.lmk_label,
                          loss_weight=weights.landmark, propagate_down=[True, False, False], params={"labels": [1]})
+    if config.teacher is not None:
+        n.teacher_conf = _python(TEACHER_LAYER, n.data, n.mbox_priorbox,
+                                 params={"model_dir": config.teacher, "backend": config.teacher_backend})
+        n.loss_distill = _python((LOSS_MODULE, "SoftTargetLoss"), n.mbox_conf, n.teacher_conf, n.cls_label,
+                                 loss_weight=weights.distill, propagate_down=[True, False, False])
 
 
 def net_param(config: FaceModelConfig, phase: str) -> Any:

@@ -7,7 +7,9 @@ Steps, each resumable: (1) the face index (:func:`ssd_mobilenet.faces.dataset.bu
 (:func:`ssd_mobilenet.faces.model.write_nets`) into ``OUT``; (3) with ``init="imagenet"`` the ImageNet
 MobileNetV2 (the pinned torchvision weights, :data:`~ssd_mobilenet.mobilenet_v2.IMAGENET_ASSET`) converted
 once into ``OUT/init`` and copied into the train net by layer name (the heads and extra blocks start from
-their fillers); (4) training; (5) the export: ``OUT/face.caffemodel`` (the deploy net's layers of the final
+their fillers); with ``init`` a face model folder of the same layout, its weights (fine-tuning a trained
+model, e.g. with a teacher); (4) training (with ``teacher``, a face model folder of the same priors, the
+distillation loss of :mod:`~ssd_mobilenet.faces.model` too); (5) the export: ``OUT/face.caffemodel`` (the deploy net's layers of the final
 weights, BatchNorm kept; ``caffe_common.merge_bn`` can fold it) and, last, ``OUT/face_model.json``, so a
 folder holding that file is a complete model for ``ssd-mobilenet detect-faces --model-dir OUT``.
 """
@@ -41,6 +43,7 @@ from .model import (
     write_nets,
 )
 
+#: ``init`` values other than a face model folder.
 INIT_CHOICES = ("imagenet", "none")
 #: Iterations of the default run at 320 x 320, batch 16, from ImageNet weights: the best run so far, 74 minutes
 #: on the 2-core machine (2 BLAS threads, 6.6 samples/s; bench/RESULTS.md).
@@ -115,6 +118,68 @@ def imagenet_init(out: Path, backbone_bn: str) -> Path:
     return target
 
 
+def _face_model_json(model_dir: str | Path, role: str) -> dict:
+    """The checked ``face_model.json`` of a face model folder given as ``role`` (``--init``, ``--teacher``)."""
+    import json
+
+    from .detect import FaceModelFilesError, read_model_info
+    from .model import MODEL_JSON
+
+    try:
+        read_model_info(model_dir)
+        return json.loads((Path(model_dir) / MODEL_JSON).read_text(encoding="utf-8"))
+    except FaceModelFilesError as exc:
+        raise FaceModelError(f"{role} {model_dir}: {exc}") from exc
+
+
+def face_model_init(model_dir: str | Path, arch: str, backbone_bn: str) -> Path:
+    """The weights of the face model folder ``model_dir`` for fine-tuning a net of layout ``arch`` whose
+    backbone BatchNorm is ``backbone_bn``; a :class:`FaceModelError` when the folder is not a face model of
+    that layout, or its BatchNorm does not fit (a folded model, or one with BatchNorm layers where the
+    net's Scale layers alone hold them: copied by name, the weights would mean something else)."""
+    from caffe_common.model_files import CaffeModelError, read_caffemodel
+
+    from .detect import read_model_info
+    from .model import _in_backbone
+
+    recorded = _face_model_json(model_dir, "--init").get("arch")
+    if recorded != arch:
+        raise FaceModelError(f"--init {model_dir}: a face model of layout {recorded!r}, this run trains {arch!r} "
+                             "(give --arch the same layout)")
+    weights = read_model_info(model_dir).weights
+    try:
+        layers = read_caffemodel(weights).layer
+    except CaffeModelError as exc:
+        raise FaceModelError(f"--init {model_dir}: {exc}") from exc
+    kinds = {layer.type for layer in layers if _in_backbone(layer.name) and len(layer.blobs)}
+    wanted = {"affine": {"Scale"}, "frozen": {"BatchNorm", "Scale"}, "folded": set()}.get(backbone_bn, set())
+    if kinds & {"BatchNorm", "Scale"} != wanted:
+        raise FaceModelError(f"--init {model_dir}: its backbone normalisation layers are "
+                             f"{sorted(kinds & {'BatchNorm', 'Scale'})}, a {backbone_bn} backbone has "
+                             f"{sorted(wanted)} (a folded model cannot be fine-tuned; give the folder train-faces "
+                             "wrote)")
+    return weights
+
+
+def _prior_layout(description: dict) -> list:
+    priors = description.get("priors", {})
+    return [[(m.get("stride"), m.get("min_sizes")) for m in priors.get("maps", [])], priors.get("variance")]
+
+
+def check_teacher(model_dir: str | Path, size: int, arch: str) -> str:
+    """The absolute path of a teacher face model folder whose priors equal those of a net of layout ``arch``
+    (strides, prior sides, variances), else a :class:`FaceModelError` saying what differs."""
+    from .model import model_description
+
+    theirs = _prior_layout(_face_model_json(model_dir, "--teacher"))
+    ours = _prior_layout(model_description(size, arch=arch))
+    if theirs != ours:
+        raise FaceModelError(f"--teacher {model_dir}: its priors (stride, sides) {theirs[0]} / variance {theirs[1]} "
+                             f"differ from this net's {ours[0]} / {ours[1]}: distil only between nets of the same "
+                             "priors")
+    return str(Path(model_dir).resolve())
+
+
 def export_weights(deploy: Path, trained: Path, target: Path) -> Path:
     """``target``: the deploy net with every learned layer copied from ``trained`` (checked first), saved
     atomically."""
@@ -135,23 +200,24 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
                 wider_repeat: int | None = None, backbone_bn: str | None = None, arch: str = DEFAULT_ARCH,
-                resume: bool = False, seed: int = 0, base_lr: float | None = None,
+                teacher: str | Path | None = None, distill_weight: float | None = None, resume: bool = False, seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
                 solver: SolverSettings = SolverSettings(),
                 on_index: Callable[[list[str]], None] | None = None) -> FaceTrainResult:
     """Train the face network into ``out_dir`` (module docstring). ``resume``: continue from the newest
     snapshot in ``out_dir`` (the index there is reused); without it a folder with snapshots is refused.
+    ``init``: "imagenet", "none" (from the fillers) or a face model folder of layout ``arch`` (fine-tuning it).
+    ``teacher``: a face model folder of the same priors to distil from (:func:`check_teacher`), its loss
+    weighted ``distill_weight`` (default :attr:`~.model.LossWeights.distill`).
     ``solver``: the SGD settings (``base_lr`` overrides its rate). ``on_index`` receives the lines saying what
     a newly built index kept and skipped (:func:`~.dataset.index_report`).
     Raises :class:`~caffe_common.solver.TrainingError` (and its subclasses for interrupts and divergence),
     :class:`FaceModelError` or ValueError for unusable inputs."""
     from .dataset import DEFAULT_HOLD_OUT
 
-    if init not in INIT_CHOICES:
-        raise FaceModelError(f"--init {init!r}: choose from {', '.join(INIT_CHOICES)}")
     if iters < 1:
         raise FaceModelError(f"--iters {iters}: must be at least 1")
-    pretrained = init == "imagenet"
+    pretrained = init != "none"
     config = FaceModelConfig(arch=arch, batch_size=batch, seed=seed, depthwise_type=resolve_depthwise("auto"))
     if not pretrained:  # from the fillers, every layer learns at the full rate, BatchNorm from the batch
         config = replace(config, backbone_bn="batch", frozen_blocks=0, backbone_lr=1.0)
@@ -161,6 +227,13 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
         config = replace(config, wider_repeat=wider_repeat)
     if backbone_bn is not None and pretrained:
         config = replace(config, backbone_bn=backbone_bn)
+    init_model = None if init in INIT_CHOICES else face_model_init(init, arch, config.backbone_bn)
+    if teacher is not None:
+        config = replace(config, teacher=check_teacher(teacher, config.size, arch))
+        if distill_weight is not None:
+            config = replace(config, loss_weights=replace(config.loss_weights, distill=distill_weight))
+    elif distill_weight is not None:
+        raise FaceModelError("--distill-weight goes with --teacher")
     config.check()
     out = prepare_out_dir(Path(out_dir)).resolve()
     state = latest_snapshot(out)
@@ -178,8 +251,8 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
     finished = state is not None and int(state.stem.split("_")[1]) >= iters
     result = None
     if not finished:
-        init_weights = ([imagenet_init(out, config.backbone_bn)] if pretrained and state is None
-                        else [])
+        init_weights = ([] if not pretrained or state is not None
+                        else [init_model] if init_model is not None else [imagenet_init(out, config.backbone_bn)])
         result = train(TrainConfig(solver=files[SOLVER], out_dir=out, init_weights=init_weights, resume=state,
                                    seed=seed, log_every=10 if iters > 200 else 1, progress=progress))
         trained, iterations, seconds = result.weights, result.iterations, result.seconds
