@@ -2,8 +2,8 @@
 """Faces found in group photos: a sanity check of face detectors beside the WIDER AP of bench/face_accuracy.sh.
 
 For each model folder of the single-pass face network (``--model-dir``, each at every ``--conf``) and,
-optionally, the MTCNN cascade (``--mtcnn-weights``, its own default thresholds), on the images of an imglab
-XML (default: ``../shared/data/faces_68pt``, 9 group photos, 43 faces): the faces found (a detection matched
+optionally, the MTCNN cascade (``--mtcnn-weights``, its own default thresholds), on the images of imglab
+XMLs (default: both of ``../shared/data/faces_68pt``, 9 group photos, 43 faces): the faces found (a detection matched
 one-to-one, best score first, to an annotated face at IoU >= ``--iou``) and the other boxes. A detector
 users can rely on finds most faces with few other boxes at its default threshold.
 
@@ -26,7 +26,8 @@ from caffe_common.boxes import iou_matrix  # noqa: E402
 from caffe_common.face_annotations import read_imglab_xml  # noqa: E402
 from caffe_common.images import read_image  # noqa: E402
 
-DEFAULT_XML = REPO.parent / "shared" / "data" / "faces_68pt" / "testing_with_face_landmarks.xml"
+DEFAULT_XML = [REPO.parent / "shared" / "data" / "faces_68pt" / f"{part}_with_face_landmarks.xml"
+               for part in ("training", "testing")]
 
 
 def matched(boxes: np.ndarray, truth: np.ndarray, iou: float) -> int:
@@ -56,7 +57,7 @@ def tally(detect: Callable[[np.ndarray], np.ndarray], images: Sequence[tuple[np.
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--xml", type=Path, default=DEFAULT_XML, help="imglab XML with face boxes")
+    parser.add_argument("--xml", type=Path, nargs="+", default=DEFAULT_XML, help="imglab XMLs with face boxes")
     parser.add_argument("--model-dir", type=Path, nargs="*", default=[], help="face network model folders")
     parser.add_argument("--conf", type=float, nargs="+", default=[0.5], help="face-network score thresholds")
     parser.add_argument("--fit", nargs="+", default=[None], help="pad / squash (default: each model's)")
@@ -65,10 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iou", type=float, default=0.4, help="IoU that counts a face as found")
     args = parser.parse_args(argv)
 
-    parsed = read_imglab_xml(args.xml)
-    images = [(read_image(args.xml.parent / item.file), item.boxes) for item in parsed]
+    images = [(read_image(xml.parent / item.file), item.boxes) for xml in args.xml for item in read_imglab_xml(xml)]
     total = sum(len(t) for _, t in images)
-    print(f"# {args.xml}: {len(images)} images, {total} faces; backend {args.backend}; found at IoU >= {args.iou}")
+    print(f"# {' '.join(map(str, args.xml))}: {len(images)} images, {total} faces; backend {args.backend}; found at IoU >= {args.iou}")
     print("| detector | threshold | faces found | other boxes |\n|---|---|---|---|")
     from ssd_mobilenet.faces.detect import FaceDetector
 
