@@ -650,6 +650,38 @@ def test_train_faces_refuses_missing_inputs(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- shipping a model
+def test_shipped_face_model_matches_its_manifest_and_finds_faces(shared_dir):
+    """models/face_multitask: the files its manifest names, under the repository's 2 MB limit, padded input,
+    and the default of FaceDetector: on a group photo it finds faces above its threshold, each overlapping
+    an annotated face."""
+    import hashlib
+
+    import cv2
+
+    from caffe_common.boxes import iou_matrix
+    from caffe_common.face_annotations import read_imglab_xml
+    from ssd_mobilenet.faces.detect import DEFAULT_MODEL_DIR, FaceDetector
+
+    manifest = json.loads((DEFAULT_MODEL_DIR / "MANIFEST.json").read_text())
+    for name, digest in manifest["files_sha256"].items():
+        assert hashlib.sha256((DEFAULT_MODEL_DIR / name).read_bytes()).hexdigest() == digest, name
+        assert (DEFAULT_MODEL_DIR / name).stat().st_size < 2 * 1024 * 1024, name
+    assert "train-faces" in manifest["command"] and manifest["training"]["iterations"] > 0
+    detector = FaceDetector(backend="opencv")
+    assert detector.fit == "pad" and detector.thresholds.conf == manifest_conf(manifest)
+    xml = shared_dir / "data" / "faces_68pt" / "testing_with_face_landmarks.xml"
+    photo = next(item for item in read_imglab_xml(xml) if item.file == "2009_004587.jpg")
+    faces = detector.detect(cv2.imread(str(xml.parent / photo.file)))
+    assert faces and all(f.score >= detector.thresholds.conf for f in faces)
+    assert iou_matrix(np.array([f.box for f in faces]), photo.boxes).max(axis=1).min() >= 0.4
+
+
+def manifest_conf(manifest: dict) -> float:
+    """The default threshold a shipped model's evaluation records (``default_conf_<C>``)."""
+    key = next(k for k in manifest["evaluation"] if k.startswith("default_conf_"))
+    return float(key.removeprefix("default_conf_"))
+
+
 def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     import subprocess
     import sys

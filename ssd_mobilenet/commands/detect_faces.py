@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"square net input side, a multiple of {SIZE_STEP} (default: the model's; larger finds "
                    "smaller faces, slower)")
     p.add_argument("--conf", type=number(0, 1), metavar="C",
-                   help="lowest face score (1 - background probability) kept (default: the model's, 0.5)")
+                   help="lowest face score (1 - background probability) kept (default: the model's; 0.3 for the shipped one)")
     p.add_argument("--nms", type=number(0, 1), metavar="IOU", help="NMS overlap threshold (default: the model's, 0.4)")
     p.add_argument("--fit", choices=FITS,
                    help="how an image becomes the square input: pad (aspect kept, long side to S, the rest mean "

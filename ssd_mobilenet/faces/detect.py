@@ -66,7 +66,8 @@ from .targets import (
     priors_from_blob,
 )
 
-#: The default model folder (``ssd-mobilenet detect-faces`` without ``--model-dir``; no model is committed yet).
+#: The default model folder (``ssd-mobilenet detect-faces`` without ``--model-dir``): the committed compact model
+#: (``models/face_multitask/MANIFEST.json`` says how it was trained and measured).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "face_multitask"
 TRAIN_HINT = ("train one with `ssd-mobilenet train-faces --wider-anno wider_face_train_bbx_gt.txt --wider-images "
               "WIDER_train/images --landmarks list.txt --landmark-images DIR --out DIR`, then pass --model-dir DIR")
@@ -167,7 +168,8 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
     directory = Path(model_dir)
     path = directory / MODEL_JSON
     if not path.is_file():
-        where = ("the default folder: no face model is committed yet, see bench/RESULTS.md"
+        where = ("the default folder, committed with the repository: restore it with `git checkout "
+                 "models/face_multitask`"
                  if directory.resolve() == DEFAULT_MODEL_DIR else "give the folder `train-faces --out` wrote")
         raise FaceModelFilesError(f"{path}: not found, so {directory} is not a face model folder ({where}); "
                                   f"{TRAIN_HINT}")
