@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     images = [(read_image(xml.parent / item.file), item.boxes) for xml in args.xml for item in read_imglab_xml(xml)]
     total = sum(len(t) for _, t in images)
-    print(f"# {' '.join(map(str, args.xml))}: {len(images)} images, {total} faces; backend {args.backend}; found at IoU >= {args.iou}")
+    print(f"# {' '.join(map(str, args.xml))}: {len(images)} images, {total} faces; backend {args.backend}; "
+          f"found at IoU >= {args.iou}")
     print("| detector | threshold | faces found | other boxes |\n|---|---|---|---|")
     from ssd_mobilenet.faces.detect import FaceDetector
 

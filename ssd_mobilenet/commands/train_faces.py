@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"square input side, a multiple of {SIZE_STEP} (default: %(default)s)")
     p.add_argument("--arch", choices=tuple(ARCHS), default=DEFAULT_ARCH,
                    help="network layout: mobilenet_v2 (the whole backbone, a 10 MB caffemodel; default) or compact "
-                   "(cut after block 12: a 1.9 MiB caffemodel, 1.3x faster, the shipped model's layout; it needs longer training: "
-                   "several --init cycles)")
+                   "(cut after block 12: a 1.9 MiB caffemodel, 1.3x faster, the shipped model's layout; it needs "
+                   "longer training: several --init cycles)")
     p.add_argument("--batch", type=count(1), default=16, metavar="N", help="images per iteration (default: %(default)s)")
     p.add_argument("--iters", type=count(1), default=DEFAULT_ITERS, metavar="N",
                    help="iterations (default: %(default)s, about 75 minutes at 320 with batch 16 on 2 CPU cores)")

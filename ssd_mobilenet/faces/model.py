@@ -60,9 +60,9 @@ With a teacher (``FaceModelConfig.teacher``, a trained face model folder of the 
 --teacher``): ``loss_distill``, ``SoftTargetLoss`` of the conf logits against the teacher's per-prior
 probabilities on the same batch (``FaceTeacherLayer``), on every prior, normalised by the positives.
 
-Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1 (distillation 1). ``OhemSoftmaxLoss`` averages over the kept
-rows (positives + 3x as many negatives), while Caffe's ``MultiBoxLoss`` divides the confidence sum by the
-positives only; weight ``1 + neg_pos_ratio`` = 4 makes ``loss_conf + loss_box`` exactly SSD's objective. The
+Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1 (distillation 1). ``OhemSoftmaxLoss``
+averages over the kept rows (positives + 3x as many negatives), while Caffe's ``MultiBoxLoss`` divides the
+confidence sum by the positives only; weight ``1 + neg_pos_ratio`` = 4 makes ``loss_conf + loss_box`` exactly SSD's objective. The
 box and landmark losses are both averaged over their matched priors, with offsets in comparable units
 (variance 0.1 of the prior side for box centres and for points), so both get weight 1.
 
@@ -302,7 +302,7 @@ def prior_count(size: int, arch: str = DEFAULT_ARCH) -> int:
 _LEARNING_TYPES = frozenset({"Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Scale"})
 
 
-def _in_backbone(name: str, blocks: int | None = None) -> bool:
+def in_backbone(name: str, blocks: int | None = None) -> bool:
     """Whether layer ``name`` belongs to the backbone blocks ``features.0`` .. ``features.<blocks-1>`` (all:
     None); the heads reading a backbone map (``features.7/expand_mbox_loc``) do not."""
     head = name.split("/")[0]
@@ -312,7 +312,7 @@ def _in_backbone(name: str, blocks: int | None = None) -> bool:
 
 def _backbone_layers(n: Any, kinds: frozenset[str], blocks: int | None = None) -> list[Any]:
     """The NetSpec layers of a type in ``kinds`` in blocks ``features.0`` .. ``features.<blocks-1>`` (all: None)."""
-    return [top.fn for name, top in n.tops.items() if top.fn.type_name in kinds and _in_backbone(name, blocks)]
+    return [top.fn for name, top in n.tops.items() if top.fn.type_name in kinds and in_backbone(name, blocks)]
 
 
 def _freeze_for_training(n: Any, config: FaceModelConfig) -> None:
@@ -414,7 +414,7 @@ def net_param(config: FaceModelConfig, phase: str) -> Any:
         raise ValueError(f"unknown phase {phase!r} (train or deploy)")
     net = n.to_proto()
     if config.backbone_bn == "affine":  # the backbone's BatchNorm as its Scale alone (caffe_common.merge_bn)
-        net = without_batch_norm(net, scale_pairs(net, _in_backbone))
+        net = without_batch_norm(net, scale_pairs(net, in_backbone))
     net.name = NET_NAME
     return net
 

@@ -9,9 +9,10 @@ MobileNetV2 (the pinned torchvision weights, :data:`~ssd_mobilenet.mobilenet_v2.
 once into ``OUT/init`` and copied into the train net by layer name (the heads and extra blocks start from
 their fillers); with ``init`` a face model folder of the same layout, its weights (fine-tuning a trained
 model, e.g. with a teacher); (4) training (with ``teacher``, a face model folder of the same priors, the
-distillation loss of :mod:`~ssd_mobilenet.faces.model` too); (5) the export: ``OUT/face.caffemodel`` (the deploy net's layers of the final
-weights, BatchNorm kept; ``caffe_common.merge_bn`` can fold it) and, last, ``OUT/face_model.json``, so a
-folder holding that file is a complete model for ``ssd-mobilenet detect-faces --model-dir OUT``.
+distillation loss of :mod:`~ssd_mobilenet.faces.model` too); (5) the export: ``OUT/face.caffemodel`` (the
+deploy net's layers of the final weights, BatchNorm kept; ``caffe_common.merge_bn`` can fold it) and, last,
+``OUT/face_model.json``, so a folder holding that file is a complete model for ``ssd-mobilenet detect-faces
+--model-dir OUT``.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def face_model_init(model_dir: str | Path, arch: str, backbone_bn: str) -> Path:
     from caffe_common.model_files import CaffeModelError, read_caffemodel
 
     from .detect import read_model_info
-    from .model import _in_backbone
+    from .model import in_backbone
 
     recorded = _face_model_json(model_dir, "--init").get("arch")
     if recorded != arch:
@@ -151,7 +152,7 @@ def face_model_init(model_dir: str | Path, arch: str, backbone_bn: str) -> Path:
         layers = read_caffemodel(weights).layer
     except CaffeModelError as exc:
         raise FaceModelError(f"--init {model_dir}: {exc}") from exc
-    kinds = {layer.type for layer in layers if _in_backbone(layer.name) and len(layer.blobs)}
+    kinds = {layer.type for layer in layers if in_backbone(layer.name) and len(layer.blobs)}
     wanted = {"affine": {"Scale"}, "frozen": {"BatchNorm", "Scale"}, "folded": set()}.get(backbone_bn, set())
     if kinds & {"BatchNorm", "Scale"} != wanted:
         raise FaceModelError(f"--init {model_dir}: its backbone normalisation layers are "
@@ -200,7 +201,8 @@ def train_faces(out_dir: str | Path, *, wider_anno: str | Path | None = None, wi
                 landmarks: str | Path | None = None, landmark_images: str | Path | None = None,
                 size: int | None = None, batch: int = 16, iters: int = DEFAULT_ITERS, init: str = "imagenet",
                 wider_repeat: int | None = None, backbone_bn: str | None = None, arch: str = DEFAULT_ARCH,
-                teacher: str | Path | None = None, distill_weight: float | None = None, resume: bool = False, seed: int = 0, base_lr: float | None = None,
+                teacher: str | Path | None = None, distill_weight: float | None = None, resume: bool = False,
+                seed: int = 0, base_lr: float | None = None,
                 hold_out: Sequence[str] | None = None, progress: bool = True,
                 solver: SolverSettings = SolverSettings(),
                 on_index: Callable[[list[str]], None] | None = None) -> FaceTrainResult:
