@@ -60,10 +60,10 @@ With a teacher (``FaceModelConfig.teacher``, a trained face model folder of the 
 --teacher``): ``loss_distill``, ``SoftTargetLoss`` of the conf logits against the teacher's per-prior
 probabilities on the same batch (``FaceTeacherLayer``), on every prior, normalised by the positives.
 
-Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1 (distillation 1). ``OhemSoftmaxLoss``
-averages over the kept rows (positives + 3x as many negatives), while Caffe's ``MultiBoxLoss`` divides the
-confidence sum by the positives only; weight ``1 + neg_pos_ratio`` = 4 makes ``loss_conf + loss_box`` exactly SSD's objective. The
-box and landmark losses are both averaged over their matched priors, with offsets in comparable units
+Loss weights (:class:`LossWeights`): conf 4, box 1, landmarks 1 (distillation 1). ``OhemSoftmaxLoss`` averages
+over the kept rows (positives + 3x as many negatives), while Caffe's ``MultiBoxLoss`` divides the confidence sum
+by the positives only; weight ``1 + neg_pos_ratio`` = 4 makes ``loss_conf + loss_box`` exactly SSD's objective.
+The box and landmark losses are both averaged over their matched priors, with offsets in comparable units
 (variance 0.1 of the prior side for box centres and for points), so both get weight 1.
 
 **Deploy net**: standard layers only (Input, Convolution, BatchNorm, Scale, ReLU6, Eltwise, Permute,

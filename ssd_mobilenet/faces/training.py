@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from caffe_common.atomic import atomic_path
 from caffe_common.depthwise import resolve_depthwise
@@ -119,16 +120,17 @@ def imagenet_init(out: Path, backbone_bn: str) -> Path:
     return target
 
 
-def _face_model_json(model_dir: str | Path, role: str) -> dict:
-    """The checked ``face_model.json`` of a face model folder given as ``role`` (``--init``, ``--teacher``)."""
+def _face_model_json(model_dir: str | Path, role: str) -> tuple[Any, dict]:
+    """``(read_model_info's FaceModelInfo, the face_model.json contents)`` of a face model folder given as
+    ``role`` (``--init``, ``--teacher``), checked; a :class:`FaceModelError` naming the role otherwise."""
     import json
 
     from .detect import FaceModelFilesError, read_model_info
     from .model import MODEL_JSON
 
     try:
-        read_model_info(model_dir)
-        return json.loads((Path(model_dir) / MODEL_JSON).read_text(encoding="utf-8"))
+        info = read_model_info(model_dir)
+        return info, json.loads((Path(model_dir) / MODEL_JSON).read_text(encoding="utf-8"))
     except FaceModelFilesError as exc:
         raise FaceModelError(f"{role} {model_dir}: {exc}") from exc
 
@@ -140,14 +142,14 @@ def face_model_init(model_dir: str | Path, arch: str, backbone_bn: str) -> Path:
     net's Scale layers alone hold them: copied by name, the weights would mean something else)."""
     from caffe_common.model_files import CaffeModelError, read_caffemodel
 
-    from .detect import read_model_info
     from .model import in_backbone
 
-    recorded = _face_model_json(model_dir, "--init").get("arch")
+    info, description = _face_model_json(model_dir, "--init")
+    recorded = description.get("arch")
     if recorded != arch:
         raise FaceModelError(f"--init {model_dir}: a face model of layout {recorded!r}, this run trains {arch!r} "
                              "(give --arch the same layout)")
-    weights = read_model_info(model_dir).weights
+    weights = info.weights
     try:
         layers = read_caffemodel(weights).layer
     except CaffeModelError as exc:
@@ -172,7 +174,7 @@ def check_teacher(model_dir: str | Path, size: int, arch: str) -> str:
     (strides, prior sides, variances), else a :class:`FaceModelError` saying what differs."""
     from .model import model_description
 
-    theirs = _prior_layout(_face_model_json(model_dir, "--teacher"))
+    theirs = _prior_layout(_face_model_json(model_dir, "--teacher")[1])
     ours = _prior_layout(model_description(size, arch=arch))
     if theirs != ours:
         raise FaceModelError(f"--teacher {model_dir}: its priors (stride, sides) {theirs[0]} / variance {theirs[1]} "
