@@ -4,7 +4,8 @@
 #
 #   bench/face_accuracy.sh MODEL_DIR OUT_DIR [SIZE ...]
 #
-# For each SIZE (default: the model's own): `detect-faces --conf 0.05 --wider-out` on every image of the
+# A SIZE is one input side or several joined by commas (320,640: both passes merged, `--size 320 640`).
+# For each SIZE (default: the model's detect_sizes): `detect-faces --conf 0.05 --wider-out` on every image of the
 # held-out event, then `mtcnn-caffe eval wider` (setting all) on all detections and on those scoring >= 0.5
 # (the model's default threshold); `detect-faces --json` on the landmark test images, then
 # `mtcnn-caffe eval landmarks` (inter-ocular NME). Results land in OUT_DIR/<size>/ (eval reports, JSON);
@@ -19,7 +20,7 @@ MODEL=${1:?usage: bench/face_accuracy.sh MODEL_DIR OUT_DIR [SIZE ...]}
 OUT=${2:?usage: bench/face_accuracy.sh MODEL_DIR OUT_DIR [SIZE ...]}
 shift 2
 SIZES=("$@")
-[ ${#SIZES[@]} -gt 0 ] || SIZES=("$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['input']['size'][0])" "$MODEL/face_model.json")")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=("$(.venv/bin/python -c "import json,sys; i = json.load(open(sys.argv[1]))['input']; print(','.join(map(str, i.get('detect_sizes', i['size'][:1]))))" "$MODEL/face_model.json")")
 WIDER=${WIDER:-../shared/data/wider_train_subset}
 LANDMARKS=${LANDMARKS:-../shared/data/landmarks_5pt}
 EVENT=${EVENT:-13--Interview}
@@ -37,7 +38,7 @@ for SIZE in "${SIZES[@]}"; do
     O=$OUT/$SIZE
     rm -rf "$O" && mkdir -p "$O"
     t0=$(date +%s.%N)
-    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
+    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size ${SIZE//,/ } --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
         --wider-out "$O/pred_all" --no-progress "$WIDER/WIDER_train/images/$EVENT"
     t1=$(date +%s.%N)
     # The same detections cut at the model's default threshold (0.5): WIDER files keep their two header lines.
@@ -54,7 +55,7 @@ for path in src.rglob("*.txt"):
 PY
     .venv/bin/mtcnn-caffe eval wider --pred "$O/pred_all" --gt "$GT" --out "$O/wider_all" > "$O/wider_all.txt"
     .venv/bin/mtcnn-caffe eval wider --pred "$O/pred_05" --gt "$GT" --out "$O/wider_05" > "$O/wider_05.txt"
-    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size "$SIZE" --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
+    .venv/bin/ssd-mobilenet detect-faces --model-dir "$MODEL" --size ${SIZE//,/ } --backend "$BACKEND" "${FIT_OPTION[@]}" --conf 0.05 \
         --json "$O/landmarks.jsonl" --no-progress "@$LMK_LIST"
     .venv/bin/mtcnn-caffe eval landmarks --pred "$O/landmarks.jsonl" --gt "$LANDMARKS/testImageList.txt" \
         --images "$LANDMARKS" --out "$O/landmarks" > "$O/landmarks.txt"

@@ -31,7 +31,13 @@ sys.path.insert(0, str(REPO))
 from caffe_common.images import read_image
 
 
-def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weights: list[str]
+def parse_sizes(text: str) -> list[int] | None:
+    """A ``--size`` token: ``default`` (the model's detect_sizes) or sides joined by commas (``320,640``: one
+    detector running both passes)."""
+    return None if text == "default" else [int(side) for side in text.split(",")]
+
+
+def build_detectors(model_dir: str | None, sizes: list[list[int] | None], mtcnn_weights: list[str]
                     ) -> dict[str, Callable[[np.ndarray], list]]:
     """Name -> one-image detect function, for every detector and backend compared."""
     from mtcnn_caffe.detect.cascade import MtcnnDetector
@@ -41,7 +47,7 @@ def build_detectors(model_dir: str | None, sizes: list[int | None], mtcnn_weight
     for backend in ("caffe", "opencv"):
         for size in sizes:
             face = FaceDetector(model_dir, backend=backend, size=size)
-            detectors[f"face net {face.size} {backend}"] = face.detect
+            detectors[f"face net {'+'.join(map(str, face.sizes))} {backend}"] = face.detect
     for weights in mtcnn_weights:
         label = "" if len(mtcnn_weights) == 1 else f" ({weights})"
         for backend in ("caffe", "opencv"):
@@ -72,8 +78,9 @@ def time_group(detectors: dict[str, Callable[[np.ndarray], list]], images: list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="face model folder (default: models/face_multitask)")
-    parser.add_argument("--size", type=int, nargs="+", default=[None],
-                        help="face net input side(s) (default: the model's)")
+    parser.add_argument("--size", type=parse_sizes, nargs="+", default=[None], metavar="S[,S...]",
+                        help="face net input side(s), one detector per token; 320,640 is one detector running "
+                        "both passes (default: the model's detect_sizes)")
     parser.add_argument("--mtcnn-weights", nargs="+", default=["official"], metavar="DIR",
                         help="MTCNN weights folder(s), 'official' for the official weights (default: official)")
     parser.add_argument("--images", nargs="+", required=True, help="typical images")

@@ -9,7 +9,9 @@ The model folder gets what ``detect-faces --model-dir`` reads: ``face_model.json
 the caffemodel it names (checked to load together in Caffe before anything is copied). ``--merge-bn`` ships them
 with every BatchNorm / Scale folded into its convolution (:func:`caffe_common.merge_bn.merge_bn`: same outputs,
 checked, or nothing is shipped; faster on the caffe backend), under the same file names. ``--conf`` sets the
-shipped model's default score threshold (``face_model.json`` ``thresholds.conf``; the run's file is not changed).
+shipped model's default score threshold (``face_model.json`` ``thresholds.conf``), ``--detect-sizes`` its
+default input sides (``input.detect_sizes``); settings a run made by an older toolkit lacks get today's
+defaults. The run's own file is not changed.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import statistics
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,6 +52,9 @@ def main() -> int:
     parser.add_argument("--evaluation", type=Path, help="a JSON file of evaluation results to include")
     parser.add_argument("--conf", type=float, metavar="C",
                         help="the shipped model's default score threshold, in (0, 1) (default: the run's)")
+    parser.add_argument("--detect-sizes", type=int, nargs="+", metavar="S",
+                        help="the shipped model's default input side(s) (default: the run's, else the trained side "
+                        "and twice it)")
     parser.add_argument("--merge-bn", action="store_true",
                         help="fold BatchNorm / Scale into the convolutions on the way (verified; same file names)")
     args = parser.parse_args()
@@ -56,6 +62,13 @@ def main() -> int:
         parser.error(f"--conf {args.conf}: must be between 0 and 1")
     from caffe_common.merge_bn import format_report, merge_bn
     from ssd_mobilenet.faces.detect import FaceDetector, read_model_info
+    from ssd_mobilenet.faces.model import FaceModelError, Thresholds, check_sizes, default_detect_sizes
+
+    if args.detect_sizes is not None:
+        try:
+            check_sizes(args.detect_sizes, "--detect-sizes")
+        except FaceModelError as exc:
+            parser.error(str(exc))
 
     info = read_model_info(args.run)
     FaceDetector(args.run)  # the prototxt and the caffemodel load together (checked before Caffe sees them)
@@ -73,12 +86,14 @@ def main() -> int:
             folded = {"folds": len(result.plan.folds), "layers": [result.layers_before, result.layers_after],
                       "max_relative_difference": max(d.max_rel for d in v.diffs),
                       "forward_ms_caffe": [round(v.seconds_before * 1000, 1), round(v.seconds_after * 1000, 1)]}
-        description = args.run / "face_model.json"
+        data = json.loads((args.run / "face_model.json").read_text())
+        data["thresholds"] = {**asdict(Thresholds()), **data["thresholds"]}
         if args.conf is not None:
-            data = json.loads(description.read_text())
             data["thresholds"]["conf"] = args.conf
-            description = Path(tmp) / description.name
-            write_json_atomic(description, data, indent=1)
+        sizes = args.detect_sizes or data["input"].get("detect_sizes") or default_detect_sizes(info.size)
+        data["input"]["detect_sizes"] = list(check_sizes(sizes))
+        description = Path(tmp) / "face_model.json"
+        write_json_atomic(description, data, indent=1)
         files = copy_files([description, deploy, weights], args.target)
     FaceDetector(args.target)
     manifest = {**manifest_head(args), "files_sha256": files, "training": training_figures(args.run / "log.csv"),

@@ -5,6 +5,7 @@ random-weights model, ``detect-faces`` writes MTCNN's JSON / WIDER outputs, and 
 ends in a model folder ``detect-faces`` runs on."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -422,6 +423,32 @@ def test_decoder_returns_known_faces_in_mtcnn_pixels():
         decode_faces(outputs[0], outputs[1], outputs[2][:, :-1], outputs[3], width, height)
 
 
+def test_inside_fraction_measures_the_part_of_a_box_in_the_image():
+    from ssd_mobilenet.faces.detect import inside_fraction
+
+    boxes = np.array([[10, 10, 30, 30], [-10, 0, 10, 10], [90, 40, 110, 60], [0, 60, 20, 80], [5, 5, 5, 9]], float)
+    np.testing.assert_allclose(inside_fraction(boxes, 100, 50), [1.0, 0.5, 0.25, 0.0, 0.0])
+
+
+def test_decoder_drops_boxes_in_the_padding_before_the_top_k_cut():
+    """A padded input (the image fills the square's top 0.5): a confident box in the margin below the
+    image and one hanging half out of it go; with top_k=1 the face in the image is what is kept, though
+    the margin's box scores higher. Without image_size nothing is dropped."""
+    from ssd_mobilenet.faces.detect import decode_faces
+
+    priors = np.array([[0.1, 0.1, 0.3, 0.3], [0.4, 0.6, 0.8, 0.95], [0.5, 0.3, 0.7, 0.7]])
+    face = ([0.1, 0.1, 0.3, 0.3], np.linspace(0.15, 0.25, 10), 1, 0.8)
+    in_margin = ([0.4, 0.6, 0.8, 0.95], np.linspace(0.6, 0.9, 10), 1, 0.99)
+    across_edge = ([0.5, 0.3, 0.7, 0.72], np.linspace(0.3, 0.7, 10), 1, 0.9)   # 0.476 of it inside
+    outputs = crafted_outputs(priors, {0: face, 1: in_margin, 2: across_edge})
+    side = 400                          # the square spans 400 x 400 image pixels; the image is 400 x 200
+    assert len(decode_faces(*outputs, side, side, fm.Thresholds(nms=0.99))) == 3
+    kept = decode_faces(*outputs, side, side, fm.Thresholds(nms=0.99, top_k=1), image_size=(400, 200))
+    assert [f.score for f in kept] == pytest.approx([0.8])
+    lenient = decode_faces(*outputs, side, side, fm.Thresholds(nms=0.99, min_inside=0.4), image_size=(400, 200))
+    assert [f.score for f in lenient] == pytest.approx([0.9, 0.8])
+
+
 # --------------------------------------------------------------------------- the detector
 def test_caffe_and_opencv_agree_on_a_random_weights_model(model_dir):
     from ssd_mobilenet.faces.detect import FaceDetector
@@ -458,7 +485,7 @@ def test_padded_square_keeps_the_aspect_and_maps_points_back():
 
 
 def test_detector_pads_to_a_square_by_default_and_squashes_old_folders(model_dir, tmp_path):
-    from ssd_mobilenet.faces.detect import FaceDetector
+    from ssd_mobilenet.faces.detect import FaceDetector, inside_fraction
     from ssd_mobilenet.faces.preprocess import MEAN_BGR_PIXEL
 
     description = json.loads((model_dir / fm.MODEL_JSON).read_text())
@@ -469,10 +496,17 @@ def test_detector_pads_to_a_square_by_default_and_squashes_old_folders(model_dir
     canvas = np.empty((SIZE, SIZE, 3), np.uint8)
     canvas[:] = MEAN_BGR_PIXEL
     canvas[:height] = image
-    padded = FaceDetector(model_dir, conf=0.05)
+    padded, by_hand_detector = FaceDetector(model_dir, conf=0.05, size=SIZE), FaceDetector(model_dir, conf=0.05,
+                                                                                             fit="squash", size=SIZE)
     assert padded.fit == "pad"
-    mine, by_hand = padded.detect(image), FaceDetector(model_dir, conf=0.05, fit="squash").detect(canvas)
-    assert len(mine) > 0 and len(mine) == len(by_hand)
+    # the same faces, as long as the margin rule (which knows the image ends at `height`) is off
+    in_image = padded.detect(image)
+    assert in_image and all(inside_fraction(np.array([[*f.box[:2], f.box[2] + 1, f.box[3] + 1]]), SIZE, height)[0]
+                            >= padded.thresholds.min_inside == 0.9 for f in in_image)
+    for detector in (padded, by_hand_detector):
+        detector.thresholds = dataclasses.replace(detector.thresholds, min_inside=0.0)
+    mine, by_hand = padded.detect(image), by_hand_detector.detect(canvas)
+    assert len(mine) > len(in_image) and len(mine) == len(by_hand)
     for a, b in zip(mine, by_hand):
         np.testing.assert_allclose(a.box, b.box, atol=1e-6)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-6)
@@ -489,6 +523,30 @@ def test_detector_pads_to_a_square_by_default_and_squashes_old_folders(model_dir
     assert FaceDetector(old).fit == "squash"
     with pytest.raises(ValueError, match="fit must be one of"):
         FaceDetector(model_dir, fit="crop")
+
+
+def test_detector_merges_an_enlarged_pass_that_keeps_only_small_faces(model_dir):
+    """Sizes (S, 2S), face_model.json's default: the faces are the S pass's plus faces of the 2S pass narrower
+    than enlarged_max_face input pixels, after one NMS; with that limit at 0 the result is the S pass alone."""
+    from ssd_mobilenet.faces.detect import FaceDetector
+
+    description = json.loads((model_dir / fm.MODEL_JSON).read_text())
+    assert description["input"]["detect_sizes"] == [SIZE, 2 * SIZE]
+    image = np.random.default_rng(6).integers(0, 256, (SIZE * 3 // 4, SIZE * 3 // 2, 3), dtype=np.uint8)
+    both, single = FaceDetector(model_dir, conf=0.05), FaceDetector(model_dir, conf=0.05, size=SIZE)
+    assert both.sizes == (SIZE, 2 * SIZE) and FaceDetector(model_dir, size=[2 * SIZE, SIZE]).sizes == both.sizes
+    single_faces, merged = single.detect(image), both.detect(image)
+    single_boxes = {f.box for f in single_faces}
+    added = [f for f in merged if f.box not in single_boxes]
+    assert added, "the enlarged pass should add faces on this image"
+    frame = image.shape[1]                          # padded: the square spans the long side
+    limit = both.thresholds.enlarged_max_face * frame / (2 * SIZE)
+    assert all(f.box[2] + 1 - f.box[0] < limit for f in added)
+    assert max(f.box[2] + 1 - f.box[0] for f in single_faces) >= limit   # the S pass keeps wide faces
+    both.thresholds = dataclasses.replace(both.thresholds, enlarged_max_face=0.0)
+    assert [(f.box, f.score) for f in both.detect(image)] == [(f.box, f.score) for f in single_faces]
+    with pytest.raises(fm.FaceModelError, match="multiple of"):
+        FaceDetector(model_dir, size=[SIZE, SIZE + 1])
 
 
 def test_unusable_model_folders_are_named(tmp_path, model_dir):
@@ -694,6 +752,9 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(model_dir, run)
+    old_style = json.loads((run / fm.MODEL_JSON).read_text())   # a run of a toolkit before these settings
+    del old_style["input"]["detect_sizes"], old_style["thresholds"]["min_inside"]
+    (run / fm.MODEL_JSON).write_text(json.dumps(old_style))
     rows = ["iter,lr,loss,loss_box,loss_conf,loss_lmk,samples_per_s"]
     rows += [f"{10 * k},0.001,{20 - k},{3 - 0.1 * k},{2 - 0.1 * k},{15 - k},{6 + k % 2}" for k in range(1, 13)]
     (run / "log.csv").write_text("\n".join(rows) + "\n")
@@ -705,8 +766,12 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((target / "MANIFEST.json").read_text())
     assert set(manifest["files_sha256"]) == {fm.MODEL_JSON, fm.DEPLOY_NET, fm.WEIGHTS}
-    assert all(file_sha256(target / name) == digest == file_sha256(run / name)
-               for name, digest in manifest["files_sha256"].items())
+    assert all(file_sha256(target / name) == digest for name, digest in manifest["files_sha256"].items())
+    assert all(file_sha256(target / name) == file_sha256(run / name) for name in (fm.DEPLOY_NET, fm.WEIGHTS))
+    shipped = json.loads((target / fm.MODEL_JSON).read_text())   # the old run's, with today's defaults added
+    assert shipped["input"]["detect_sizes"] == [SIZE, 2 * SIZE] and shipped["thresholds"]["min_inside"] == 0.9
+    assert {k: v for k, v in shipped.items() if k not in ("input", "thresholds")} == {
+        k: v for k, v in old_style.items() if k not in ("input", "thresholds")}
     training = manifest["training"]
     assert training["iterations"] == 120 and training["samples_per_s_median"] == 6.5
     assert training["losses_mean_of_last_10_logged"]["loss"] == pytest.approx(sum(20 - k for k in range(3, 13)) / 10)
@@ -715,10 +780,11 @@ def test_ship_face_model_copies_the_model_with_a_manifest(model_dir, tmp_path):
     # --merge-bn ships the folded net under the same names: no BatchNorm / Scale left, the same outputs.
     folded = tmp_path / "models" / "face_nobn"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ship_face_model.py"), str(run), str(folded),
-                           "--command", "train-faces ...", "--merge-bn", "--conf", "0.3"], capture_output=True,
-                          text=True, timeout=300, cwd=REPO_ROOT)
+                           "--command", "train-faces ...", "--merge-bn", "--conf", "0.3", "--detect-sizes",
+                           str(SIZE)], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert FaceDetector(folded).thresholds.conf == 0.3 and FaceDetector(run).thresholds.conf == 0.5
+    assert FaceDetector(folded).sizes == (SIZE,) and FaceDetector(run).sizes == (SIZE,)
     manifest = json.loads((folded / "MANIFEST.json").read_text())
     assert manifest["merge_bn"]["folds"] > 40 and manifest["merge_bn"]["max_relative_difference"] < 1e-4
     assert all(file_sha256(folded / name) == digest for name, digest in manifest["files_sha256"].items())

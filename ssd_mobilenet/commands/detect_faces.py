@@ -33,9 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", metavar="DIR",
                    help="folder with face_model.json, the deploy prototxt and the caffemodel (default: "
                    "models/face_multitask)")
-    p.add_argument("--size", type=count(MIN_SIZE, MAX_SIZE), metavar="S",
-                   help=f"square net input side, a multiple of {SIZE_STEP} (default: the model's; larger finds "
-                   "smaller faces, slower)")
+    p.add_argument("--size", type=count(MIN_SIZE, MAX_SIZE), metavar="S", nargs="+",
+                   help=f"square net input side(s), multiples of {SIZE_STEP}; with several the net runs at each and "
+                   "one NMS merges them, the larger sides keeping only small faces (default: the model's "
+                   "detect_sizes, 320 640 for the shipped one; larger finds smaller faces, slower)")
     p.add_argument("--conf", type=number(0, 1), metavar="C",
                    help="lowest face score (1 - background probability) kept (default: the model's; 0.3 for the shipped one)")
     p.add_argument("--nms", type=number(0, 1), metavar="IOU", help="NMS overlap threshold (default: the model's, 0.4)")
@@ -55,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from caffe_common.face_output import checked_face_outputs, run_face_detection
     from caffe_common.model_files import CaffeModelError
 
-    from ..faces.model import FaceModelError, check_size
+    from ..faces.model import FaceModelError, check_sizes
 
     try:
         if args.size is not None:
-            check_size(args.size)
+            check_sizes(args.size)
         json_out = checked_face_outputs(args)
     except (OutputError, FaceModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)

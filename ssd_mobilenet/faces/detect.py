@@ -14,12 +14,26 @@ that do not say), :func:`ssd_mobilenet.faces.preprocess.to_blob` (the one input 
 
 1. a prior's face score is ``1 - P(background)`` = ``P(face) + P(partial)`` (a partial face is a face for
    every evaluator); it is marked ``partial`` when ``P(partial) > P(face)``; priors scoring below ``conf``
-   are dropped, the best ``top_k`` kept;
+   are dropped;
 2. their boxes and landmarks are decoded from the priors (:func:`~ssd_mobilenet.faces.targets.decode_boxes`,
    :func:`~ssd_mobilenet.faces.targets.decode_landmarks`, variances from the priors blob) and scaled to the
    image (by the extent of the input square in image pixels: the image's own size when squashed);
+   boxes with less than ``min_inside`` (0.9) of their area inside the image are dropped, and the best
+   ``top_k`` kept. Why: on a padded input the net fires on the flat mean-colour margin and across the
+   image's edge (large boxes below a landscape photo; on the held-out WIDER event a sixth of all boxes
+   lay wholly in the margin), and such boxes would also take the ``keep_top_k`` places of real faces.
+   The net never learns a box beyond its input (training boxes are clipped to the crop, a cut face
+   becoming a partial face), so 0.9 leaves room for regression error only. On the held-out event at
+   320 the rule raised the AP from 0.310 to 0.335 (at 0.5) and 0.345 (at 0.9);
 3. one class-agnostic greedy NMS (:func:`caffe_common.nms.nms`, continuous coordinates) at IoU ``nms``,
-   at most ``keep_top_k`` faces, best first.
+   at most ``keep_top_k`` faces, best first;
+4. with several input sizes (face_model.json's ``input.detect_sizes``: the trained side and twice it), steps
+   1-2 run once per size and step 3 once over all their faces. The smallest pass keeps every face; a larger
+   one only faces narrower than ``enlarged_max_face`` (96) of its input pixels, because the net, trained on
+   faces at about the first size's scale, finds small faces when the image is enlarged, but big enlarged
+   structures (shirts, lecterns) then look like faces to its largest priors. On the held-out WIDER event,
+   passes at 320 and 640 found 0.36 of the faces 48-64 px wide where 320 alone found 0.15
+   (``bench/RESULTS.md``).
 
 Faces are returned in MTCNN's convention (:mod:`caffe_common.face_output`): the training boxes are WIDER's
 ``x, y, x + w, y + h`` (continuous), so a decoded box becomes ``x1, y1, x2 - 1, y2 - 1`` (inclusive pixels:
@@ -32,7 +46,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -55,6 +69,7 @@ from .model import (
     Thresholds,
     check_face_heads,
     check_size,
+    check_sizes,
 )
 from .preprocess import UNRECORDED_FIT, check_fit
 from .targets import (
@@ -93,14 +108,47 @@ class SsdFace:
 
 
 # --------------------------------------------------------------------------- decoding
-def decode_faces(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob: np.ndarray, width: float,
-                 height: float, thresholds: Thresholds | None = None,
-                 landmark_variance: float = LANDMARK_VARIANCE) -> list[SsdFace]:
-    """The faces of one image from the net's four outputs (any shapes holding ``P * 4``, ``P * 3``,
-    ``P * 10`` values and PriorBox's ``(1, 2, P * 4)``), for an input square that spans ``width`` x
-    ``height`` image pixels (the image's size when it was squashed into it); see the module
-    docstring (``thresholds``: :class:`~ssd_mobilenet.faces.model.Thresholds`' defaults when None). Raises
-    ValueError when the outputs do not fit the priors."""
+def inside_fraction(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """The fraction of each continuous box's area ``(N, 4)`` that lies inside the image ``[0, width) x
+    [0, height)`` (0 for an empty box)."""
+    inside_w = np.clip(np.minimum(boxes[:, 2], width) - np.maximum(boxes[:, 0], 0), 0, None)
+    inside_h = np.clip(np.minimum(boxes[:, 3], height) - np.maximum(boxes[:, 1], 0), 0, None)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.divide(inside_w * inside_h, area, out=np.zeros(len(boxes)), where=area > 0)
+
+
+@dataclass(frozen=True)
+class FaceCandidates:
+    """Decoded faces before NMS, in image pixels: continuous boxes ``(N, 4)``, landmarks ``(N, 10)``, scores
+    ``(N,)`` and partial-face marks ``(N,)``; from one input size or several merged (:meth:`merge`)."""
+
+    boxes: np.ndarray
+    points: np.ndarray
+    scores: np.ndarray
+    partial: np.ndarray
+
+    def take(self, rows: np.ndarray) -> FaceCandidates:
+        """The candidates at ``rows`` (indices or a mask), in that order."""
+        return FaceCandidates(self.boxes[rows], self.points[rows], self.scores[rows], self.partial[rows])
+
+    @staticmethod
+    def merge(parts: list[FaceCandidates]) -> FaceCandidates:
+        """All candidates of ``parts`` in one set."""
+        return FaceCandidates(*(np.concatenate([getattr(c, f) for c in parts]) for f in
+                                ("boxes", "points", "scores", "partial")))
+
+
+def face_candidates(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob: np.ndarray, width: float,
+                    height: float, thresholds: Thresholds | None = None,
+                    landmark_variance: float = LANDMARK_VARIANCE, image_size: tuple[float, float] | None = None,
+                    max_face: float | None = None) -> FaceCandidates:
+    """Steps 1 and 2 of the module docstring: the best ``top_k`` decoded faces of one forward pass (the net's
+    four outputs, any shapes holding ``P * 4``, ``P * 3``, ``P * 10`` values and PriorBox's ``(1, 2, P * 4)``),
+    for an input square that spans ``width`` x ``height`` image pixels (the image's size when it was squashed
+    into it). ``image_size`` (width, height), when given, drops boxes with less than ``thresholds.min_inside``
+    of their area inside the image; ``max_face``, when given, boxes at least that wide as a fraction of the
+    input's side (an enlarged pass keeps only the small faces, step 4). Raises ValueError when the outputs
+    do not fit the priors."""
     thresholds = thresholds or Thresholds()
     priors, variances = priors_from_blob(priors_blob)
     count = len(priors)
@@ -115,19 +163,40 @@ def decode_faces(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob
     probs = rows["conf"]
     score = 1.0 - probs[:, KINDS["background"]]
     with np.errstate(invalid="ignore"):
-        candidates = np.flatnonzero(np.isfinite(score) & (score >= thresholds.conf))
-    candidates = candidates[np.argsort(-score[candidates], kind="stable")[:thresholds.top_k]]
-    scale = np.array([width, height] * 2, np.float64)
-    boxes = decode_boxes(priors[candidates], rows["loc"][candidates], variances[candidates]) * scale
-    points = decode_landmarks(priors[candidates], rows["landmarks"][candidates], landmark_variance)
+        kept = np.flatnonzero(np.isfinite(score) & (score >= thresholds.conf))
+    normalised = decode_boxes(priors[kept], rows["loc"][kept], variances[kept])
+    boxes = normalised * np.array([width, height] * 2, np.float64)
+    points = decode_landmarks(priors[kept], rows["landmarks"][kept], landmark_variance)
     points = points * np.tile([width, height], NUM_LANDMARKS)
-    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(points).all(axis=1)
-    boxes, points, candidates = boxes[finite], points[finite], candidates[finite]
-    keep = greedy_nms(np.column_stack([boxes, score[candidates]]), thresholds.nms, "union",
+    usable = np.isfinite(boxes).all(axis=1) & np.isfinite(points).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        if image_size is not None:
+            usable &= inside_fraction(boxes, *image_size) >= thresholds.min_inside
+        if max_face is not None:
+            usable &= normalised[:, 2] - normalised[:, 0] < max_face
+    kept, boxes, points = kept[usable], boxes[usable], points[usable]
+    best = np.argsort(-score[kept], kind="stable")[:thresholds.top_k]
+    partial = probs[kept, KINDS["partial"]] > probs[kept, KINDS["face"]]
+    return FaceCandidates(boxes[best], points[best], score[kept][best], partial[best])
+
+
+def select_faces(candidates: FaceCandidates, thresholds: Thresholds | None = None) -> list[SsdFace]:
+    """Step 3 of the module docstring: one class-agnostic NMS over ``candidates``, at most ``keep_top_k``
+    faces, best first."""
+    thresholds = thresholds or Thresholds()
+    keep = greedy_nms(np.column_stack([candidates.boxes, candidates.scores]), thresholds.nms, "union",
                       pixel_offset=0)[:thresholds.keep_top_k]
-    partial = probs[candidates, KINDS["partial"]] > probs[candidates, KINDS["face"]]
-    return [SsdFace(to_inclusive_pixels(boxes[k]), float(score[candidates[k]]),
-                    points[k].reshape(NUM_LANDMARKS, 2), bool(partial[k])) for k in keep]
+    return [SsdFace(to_inclusive_pixels(candidates.boxes[k]), float(candidates.scores[k]),
+                    candidates.points[k].reshape(NUM_LANDMARKS, 2), bool(candidates.partial[k])) for k in keep]
+
+
+def decode_faces(loc: np.ndarray, conf: np.ndarray, lmk: np.ndarray, priors_blob: np.ndarray, width: float,
+                 height: float, thresholds: Thresholds | None = None,
+                 landmark_variance: float = LANDMARK_VARIANCE,
+                 image_size: tuple[float, float] | None = None) -> list[SsdFace]:
+    """The faces of one forward pass: :func:`face_candidates` (same arguments), then :func:`select_faces`."""
+    return select_faces(face_candidates(loc, conf, lmk, priors_blob, width, height, thresholds, landmark_variance,
+                                        image_size), thresholds)
 
 
 def to_inclusive_pixels(box: np.ndarray) -> tuple[float, float, float, float]:
@@ -150,6 +219,9 @@ class FaceModelInfo:
     thresholds: Thresholds
     landmark_variance: float
     fit: str
+    #: the input sides a detector runs by default, the trained one first (``input.detect_sizes``; older
+    #: folders: the trained side alone)
+    detect_sizes: tuple[int, ...] = ()
 
 
 def _field(data: dict, path: Path, *keys: str) -> Any:
@@ -193,11 +265,12 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
         variance = float(_field(data, path, "priors", "landmark_variance"))
         if not (math.isfinite(variance) and variance > 0):
             raise ValueError(f"priors.landmark_variance must be a positive number, not {variance}")
+        detect_sizes = check_sizes(data["input"].get("detect_sizes", [side]), "input.detect_sizes")
     except (FaceModelError, TypeError, ValueError) as exc:
         raise FaceModelFilesError(f"{path}: {exc}") from exc
     return FaceModelInfo(directory, directory / str(_field(data, path, "deploy")),
                          directory / str(_field(data, path, "weights")), str(_field(data, path, "input", "blob")),
-                         side, {k: str(outputs[k]) for k in OUTPUTS}, thresholds, variance, fit)
+                         side, {k: str(outputs[k]) for k in OUTPUTS}, thresholds, variance, fit, detect_sizes)
 
 
 # --------------------------------------------------------------------------- the detector
@@ -210,21 +283,29 @@ def _check_setting(name: str, value: float) -> float:
 class FaceDetector:
     """The face network of ``model_dir`` (default: :data:`DEFAULT_MODEL_DIR`) on ``backend`` (``caffe`` or
     ``opencv``). ``conf`` (lowest face score kept) and ``nms`` (IoU) default to face_model.json's;
-    ``size`` is the square input side (default: the one trained; a multiple of 32 — a larger side finds
-    smaller faces, at a cost growing with its square); ``fit`` how an image becomes that square
+    ``size`` is the square input side or several (default: face_model.json's ``detect_sizes``, else the side
+    trained; multiples of 32 — a larger side finds smaller faces, at a cost growing with its square). With
+    several, the net runs at each and one NMS merges their faces (step 4 of the module docstring);
+    ``fit`` how an image becomes that square
     (:data:`~ssd_mobilenet.faces.preprocess.FITS`; default: face_model.json's). Raises :class:`FaceModelFilesError` (a
     :class:`~caffe_common.model_files.CaffeModelError`) for an unusable folder, ValueError for bad settings.
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "caffe", conf: float | None = None,
-                 nms: float | None = None, size: int | None = None, fit: str | None = None):
+                 nms: float | None = None, size: int | Sequence[int] | None = None, fit: str | None = None):
         self.info = read_model_info(DEFAULT_MODEL_DIR if model_dir is None else model_dir)
         self.backend = check_backend(backend)
         defaults = self.info.thresholds
         self.thresholds = Thresholds(_check_setting("conf", defaults.conf if conf is None else conf),
                                      _check_setting("nms", defaults.nms if nms is None else nms),
-                                     defaults.top_k, defaults.keep_top_k)
-        self.size = check_size(self.info.size if size is None else size)
+                                     defaults.top_k, defaults.keep_top_k,
+                                     _check_setting("min_inside", defaults.min_inside), defaults.enlarged_max_face)
+        if size is None:
+            self.sizes = self.info.detect_sizes or (self.info.size,)
+        else:
+            self.sizes = check_sizes([size] if isinstance(size, int) else list(size))
+        #: the first (smallest) input side, the one pass that keeps faces of every size
+        self.size = self.sizes[0]
         self.fit = check_fit(self.info.fit if fit is None else fit)
         self._outputs = [self.info.outputs[k] for k in ("loc", "conf", "landmarks", "priors")]
         self._net = self._load()
@@ -261,21 +342,23 @@ class FaceDetector:
             raise FaceModelFilesError(f"{self.info.weights} vs {self.info.deploy}: OpenCV DNN cannot run this "
                                       f"model: {opencv_reason(exc)}") from exc
 
-    def net_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-        """The input blob of one BGR uint8 image and the extent ``(width, height)`` of the input square in
-        image pixels (what normalised outputs are multiplied by)."""
+    def net_input(self, image: np.ndarray, size: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+        """The input blob of one BGR uint8 image at side ``size`` (default: the first) and the extent
+        ``(width, height)`` of the input square in image pixels (what normalised outputs are multiplied by)."""
         from .preprocess import fit_to_square, to_blob
 
+        size = self.size if size is None else size
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a BGR image (height, width, 3), got shape {image.shape}")
         if self.fit == "pad":
-            square, frame = fit_to_square(image, self.size)
-            return to_blob([square], self.size), frame
-        return to_blob([image], self.size), (float(image.shape[1]), float(image.shape[0]))
+            square, frame = fit_to_square(image, size)
+            return to_blob([square], size), frame
+        return to_blob([image], size), (float(image.shape[1]), float(image.shape[0]))
 
-    def forward(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """The four raw outputs of one BGR uint8 image, by role (``loc``, ``conf``, ``landmarks``, ``priors``)."""
-        return self.forward_blob(self.net_input(image)[0])
+    def forward(self, image: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
+        """The four raw outputs of one BGR uint8 image at side ``size`` (default: the first), by role
+        (``loc``, ``conf``, ``landmarks``, ``priors``)."""
+        return self.forward_blob(self.net_input(image, size)[0])
 
     def forward_blob(self, blob: np.ndarray) -> dict[str, np.ndarray]:
         """The four raw outputs, by role, of an input blob ``(N, 3, S, S)`` already in the input convention
@@ -283,9 +366,17 @@ class FaceDetector:
         out = self._net.forward(blob, self._outputs)
         return dict(zip(("loc", "conf", "landmarks", "priors"), (out[name] for name in self._outputs)))
 
+    def candidates(self, image: np.ndarray, size: int) -> FaceCandidates:
+        """The decoded faces of one pass at side ``size``, before NMS (steps 1, 2 and 4 of the module
+        docstring: a pass larger than the first keeps only faces narrower than ``enlarged_max_face``)."""
+        blob, (width, height) = self.net_input(image, size)
+        out = self.forward_blob(blob)
+        max_face = self.thresholds.enlarged_max_face / size if size != self.sizes[0] else None
+        return face_candidates(out["loc"], out["conf"], out["landmarks"], out["priors"], width, height,
+                               self.thresholds, self.info.landmark_variance, (image.shape[1], image.shape[0]),
+                               max_face)
+
     def detect(self, image: np.ndarray) -> list[SsdFace]:
         """Faces in a BGR uint8 ``(H, W, 3)`` image, best score first (module docstring)."""
-        blob, (width, height) = self.net_input(image)
-        out = self.forward_blob(blob)
-        return decode_faces(out["loc"], out["conf"], out["landmarks"], out["priors"], width, height,
-                            self.thresholds, self.info.landmark_variance)
+        return select_faces(FaceCandidates.merge([self.candidates(image, size) for size in self.sizes]),
+                            self.thresholds)
