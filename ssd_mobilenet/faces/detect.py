@@ -127,10 +127,6 @@ class FaceCandidates:
     scores: np.ndarray
     partial: np.ndarray
 
-    def take(self, rows: np.ndarray) -> FaceCandidates:
-        """The candidates at ``rows`` (indices or a mask), in that order."""
-        return FaceCandidates(self.boxes[rows], self.points[rows], self.scores[rows], self.partial[rows])
-
     @staticmethod
     def merge(parts: list[FaceCandidates]) -> FaceCandidates:
         """All candidates of ``parts`` in one set."""
@@ -219,8 +215,8 @@ class FaceModelInfo:
     thresholds: Thresholds
     landmark_variance: float
     fit: str
-    #: the input sides a detector runs by default, the trained one first (``input.detect_sizes``; older
-    #: folders: the trained side alone)
+    #: the input sides a detector runs by default, smallest first (``input.detect_sizes``; older folders:
+    #: the trained side alone)
     detect_sizes: tuple[int, ...] = ()
 
 
@@ -266,6 +262,9 @@ def read_model_info(model_dir: str | Path) -> FaceModelInfo:
         if not (math.isfinite(variance) and variance > 0):
             raise ValueError(f"priors.landmark_variance must be a positive number, not {variance}")
         detect_sizes = check_sizes(data["input"].get("detect_sizes", [side]), "input.detect_sizes")
+        limit = thresholds.enlarged_max_face
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit < math.inf:
+            raise ValueError(f"thresholds.enlarged_max_face must be a number of pixels >= 0, not {limit!r}")
     except (FaceModelError, TypeError, ValueError) as exc:
         raise FaceModelFilesError(f"{path}: {exc}") from exc
     return FaceModelInfo(directory, directory / str(_field(data, path, "deploy")),
