@@ -6,8 +6,8 @@ weights, so ``--init imagenet`` copies them by name), then SSDLite-style extra b
 stride 2). ``mobilenet_v2`` (:data:`FULL_ARCH`, the default) keeps it whole up to ``features.18`` (the 1x1
 convolution to 1280 channels; no pooling, no classifier): 2.5 M parameters, a 10 MB caffemodel. ``compact``
 (:data:`COMPACT_ARCH`) cuts it after ``features.12`` (stride 16): 0.5 M parameters, a 1.9 MiB caffemodel once
-folded, 1.3x faster; it needs longer training (the shipped model: 12,600 iterations in ten learning-rate
-cycles, held-out WIDER AP 0.559 with two passes; bench/RESULTS.md).
+folded, 1.3x faster; it needs longer training (the shipped model: 13,800 iterations in eleven learning-rate
+cycles, held-out WIDER AP 0.570 with two passes; bench/RESULTS.md).
 
 **Heads** (:attr:`FaceArch.heads`, the seed's "loss at several depths"): one 1x1 multibox head per map
 (:func:`caffe_common.netspec.multibox_head`: conf 3 = background / face / partial face, loc 4, lmk 10 per
