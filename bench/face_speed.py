@@ -9,10 +9,14 @@ official weights).
 The detectors take turns image by image in each round (order rotated), so a changing machine load hits
 all of them alike. Two groups of images are reported: ``--images`` ("typical") and ``--crowded``.
 
-Run from the repository root with one thread, as in bench/RESULTS.md::
+Run from the repository root, as in bench/RESULTS.md::
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/face_speed.py \
-        --model-dir models/face_multitask --images IMG... --crowded IMG... [--size 256 320] [--runs 3]
+    .venv/bin/python bench/face_speed.py --model-dir models/face_multitask --images IMG... --crowded IMG... \
+        [--size 256 320] [--runs 3] [--threads 1]
+
+``--threads`` (default 1) sets OpenBLAS's and OpenMP's threads (before Caffe loads; an
+``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` already set wins) and OpenCV DNN's (``cv2.setNumThreads``):
+OpenCV otherwise uses every free core, so its figures would change with the load of the machine.
 """
 from __future__ import annotations
 
@@ -75,6 +79,17 @@ def time_group(detectors: dict[str, Callable[[np.ndarray], list]], images: list[
     return {name: (statistics.median(times[name]), float(np.mean(faces[name]))) for name in names}
 
 
+def set_threads(threads: int) -> None:
+    """Pin the thread pools of every backend, so that the figures do not depend on the machine's load."""
+    import os
+
+    import cv2
+
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(variable, str(threads))  # read when Caffe loads OpenBLAS, after this
+    cv2.setNumThreads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="face model folder (default: models/face_multitask)")
@@ -86,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, help="typical images")
     parser.add_argument("--crowded", nargs="*", default=[], help="crowded images, reported one by one")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of OpenBLAS / OpenMP (unless set in the environment) and OpenCV (default 1)")
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     detectors = build_detectors(args.model_dir, args.size, args.mtcnn_weights)
     groups = {f"{len(args.images)} typical images": [read_image(Path(p)) for p in args.images]}
     for path in args.crowded:
         groups[f"crowded {Path(path).name}"] = [read_image(Path(path))]
     header = "| detector | " + " | ".join(f"{g}: ms/image (faces)" for g in groups) + " |"
     results = {group: time_group(detectors, images, args.runs) for group, images in groups.items()}
+    print(f"# {args.threads} thread(s) per backend; median of {args.runs} rounds")
     print(header)
     print("|---" * (len(groups) + 1) + "|")
     for name in detectors:
