@@ -32,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from caffe_common.cli import count
 from caffe_common.images import read_image
 
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, help="typical images")
     parser.add_argument("--crowded", nargs="*", default=[], help="crowded images, reported one by one")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=count(1), default=1,
                         help="threads of OpenBLAS / OpenMP (unless set in the environment) and OpenCV (default 1)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
