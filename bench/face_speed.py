@@ -21,6 +21,7 @@ OpenCV otherwise uses every free core, so its figures would change with the load
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -82,8 +83,6 @@ def time_group(detectors: dict[str, Callable[[np.ndarray], list]], images: list[
 
 def set_threads(threads: int) -> None:
     """Pin the thread pools of every backend, so that the figures do not depend on the machine's load."""
-    import os
-
     import cv2
 
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -112,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         groups[f"crowded {Path(path).name}"] = [read_image(Path(path))]
     header = "| detector | " + " | ".join(f"{g}: ms/image (faces)" for g in groups) + " |"
     results = {group: time_group(detectors, images, args.runs) for group, images in groups.items()}
-    print(f"# {args.threads} thread(s) per backend; median of {args.runs} rounds")
+    print(f"# threads: OpenCV {args.threads}, OpenBLAS {os.environ['OPENBLAS_NUM_THREADS']}; "
+          f"median of {args.runs} rounds")
     print(header)
     print("|---" * (len(groups) + 1) + "|")
     for name in detectors:
